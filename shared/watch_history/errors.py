@@ -1,0 +1,39 @@
+"""One exception type per kind of failure.
+
+Handlers map them without matching strings:
+
+============================  =====================  ============================
+exception                     HTTP API               Kinesis recorder
+============================  =====================  ============================
+``InvalidInputError``         400/422                quarantine, never retried
+``StaleUpdateError``          200 with stored item   counted as stale, done
+``StoreUnavailableError``     503                    batch item failure (retried)
+``ConfigurationError``        500 (and loud logs)    whole invocation fails
+============================  =====================  ============================
+"""
+
+from __future__ import annotations
+
+
+class HistoryError(Exception):
+    """Base class of every error the watch-history layer raises on purpose."""
+
+
+class InvalidInputError(HistoryError, ValueError):
+    """The input can never succeed as given (bad id, bad field, bad cursor). Nothing changed."""
+
+
+class StaleUpdateError(HistoryError):
+    """An update older than (or as old as) what is stored, or than a removal. Nothing changed."""
+
+
+class StoreUnavailableError(HistoryError):
+    """The server could not be reached or did not answer in time: retry later.
+
+    Raised for connection errors, timeouts, failovers and cluster reconfiguration.
+    Writes are idempotent, so retrying a write that may have landed is safe.
+    """
+
+
+class ConfigurationError(HistoryError):
+    """The service is deployed wrong (missing or bad setting, unreadable secret)."""

@@ -1,0 +1,25 @@
+-- Clear a profile's whole history: one profile-level watermark instead of a tombstone
+-- per asset. Updates at or before the watermark are ignored (as for a removal).
+--
+-- ARGV: none. Returns the number of items that were there.
+
+local watermark = open_document()
+local now = now_ms()
+local n_items = array_len('$.h')
+local mark = math.max(watermark, now)
+if n_items > 0 then
+  local newest = item_at(0)[F_LAST] -- the array is sorted: the first is the newest
+  if newest > mark then mark = newest end
+end
+redis.call('JSON.SET', K, '$.h', '[]')
+redis.call('JSON.SET', K, '$.ids', '[]')
+redis.call('JSON.SET', K, '$.wm', mark)
+-- Tombstones at or before the watermark say nothing more than it does.
+local times = get1('$.tts')
+for j = #times, 1, -1 do
+  if times[j] <= mark then
+    redis.call('JSON.ARRPOP', K, '$.tid', j - 1)
+    redis.call('JSON.ARRPOP', K, '$.tts', j - 1)
+  end
+end
+return n_items

@@ -1,0 +1,161 @@
+-- Record progress updates for one profile: the rules of the data model, applied
+-- atomically (see README "Data model and rules" and store.HistoryStore.record_progress).
+--
+-- ARGV[1]: JSON [completionThreshold, maxItems, returnItems (0|1)]
+-- ARGV[2..]: one JSON array per asset: a coalesced update (coalesce.py builds them):
+--   [assetId, newestTime, position, duration|null, complete (0|1), deviceId|null,
+--    type, title, sport, series, teams, show, season, episode,   -- asset fields or null
+--    earliestTime, lastCompletingTime|null, undecided|null]
+--   earliestTime: the oldest eventTime of the records merged into it (firstWatchedAt);
+--   lastCompletingTime: the newest of the OLDER merged records that completed;
+--   undecided: [[time, position], ...] older records that carried no duration at all,
+--   whose completion depends on the stored duration.
+-- Returns one reply per update: {status, packedItem|false} where status is
+--   "applied"  newer than what was stored: the item now reflects it
+--   "stale"    not newer (duplicate, replay, late): only firstWatchedAt, completedAt and
+--              missing asset fields may have been filled in
+--   "ignored"  at or before a removal/clear of the asset: nothing changed
+--   "split"    a removal falls between the records merged into this update: nothing
+--              changed; the caller sends those records one by one instead.
+--
+-- Why a script: the rules read the stored item, compare times and write it back. Done
+-- from the client, two recorders (or the recorder and a user's "remove") could both
+-- read the old item, and the later write would undo the other:
+--     recorder A: read item (t=10)           recorder B: read item (t=10)
+--     A: write t=20                          B: write t=15   <- A's newer update lost
+-- Inside one script nothing interleaves, so each update sees the result of the last.
+
+local cfg = cjson.decode(ARGV[1])
+local threshold, max_items, return_items = cfg[1], cfg[2], cfg[3] == 1
+
+local U_ID, U_TIME, U_POS, U_DUR, U_COMPLETE, U_DEVICE = 1, 2, 3, 4, 5, 6
+local U_META_FIRST, U_META_LAST = 7, 14   -- same order as F_TYPE .. F_EPISODE
+local U_EARLIEST, U_LAST_COMPLETING, U_UNDECIDED = 15, 16, 17
+
+local watermark = open_document()
+local n_tombstones = array_len('$.tid')
+local n_items = array_len('$.h')
+
+local function reaches_end(position, duration)
+  return not is_null(duration) and duration > 0 and position >= threshold * duration
+end
+
+local function completes(u, duration)
+  return u[U_COMPLETE] == 1 or reaches_end(u[U_POS], duration)
+end
+
+-- completedAt = the newest time at which any applied record completed the asset
+-- (stale ones included: a replayed "complete" still says it was completed then).
+local function completed_at(item, u, cutoff)
+  local at = item[F_DONE_AT]
+  local function consider(t)
+    if t > cutoff and (is_null(at) or t > at) then at = t end
+  end
+  if completes(u, item[F_DUR]) then consider(u[U_TIME]) end
+  if not is_null(u[U_LAST_COMPLETING]) then consider(u[U_LAST_COMPLETING]) end
+  if not is_null(u[U_UNDECIDED]) then
+    for _, rec in ipairs(u[U_UNDECIDED]) do
+      if reaches_end(rec[2], item[F_DUR]) then consider(rec[1]) end
+    end
+  end
+  return at
+end
+
+local function copy_asset_fields(item, u, only_missing)
+  for i = U_META_FIRST, U_META_LAST do
+    local v = u[i]
+    local f = F_TYPE + (i - U_META_FIRST)
+    if not is_null(v) and (not only_missing or is_null(item[f])) then item[f] = v end
+  end
+  if not is_null(u[U_DEVICE]) and (not only_missing or is_null(item[F_DEVICE])) then
+    item[F_DEVICE] = u[U_DEVICE]
+  end
+  if not is_null(u[U_DUR]) and (not only_missing or is_null(item[F_DUR])) then
+    item[F_DUR] = u[U_DUR]
+  end
+end
+
+-- Make the newest record of u the item's state (its time is newer than the item's).
+local function apply_newest(item, u, cutoff)
+  copy_asset_fields(item, u, false)
+  item[F_LAST] = u[U_TIME]
+  item[F_POS] = u[U_POS]
+  item[F_DONE] = completes(u, item[F_DUR]) and 1 or 0
+  item[F_DONE_AT] = completed_at(item, u, cutoff)
+end
+
+-- Drop the oldest items while there are more than max_items (ties: lowest assetId,
+-- which is the first of the tied run at the end of the sorted array).
+local function evict_overflow()
+  while n_items > max_items do
+    local victim = n_items - 1
+    local last = item_at(victim)[F_LAST]
+    while victim > 0 and item_at(victim - 1)[F_LAST] == last do victim = victim - 1 end
+    remove_at(victim)
+    n_items = n_items - 1
+  end
+end
+
+local replies = {}
+for a = 2, #ARGV do
+  local u = cjson.decode(ARGV[a])
+  local asset_id = u[U_ID]
+  local tomb = tombstone_of(asset_id, n_tombstones)
+  -- Updates at or before the latest removal of this asset (or clear-all) never count.
+  local cutoff = math.max(tomb, watermark)
+  local status, item
+  if u[U_TIME] <= cutoff then
+    status = 'ignored'
+  elseif u[U_EARLIEST] <= cutoff then
+    status = 'split'
+  else
+    local idx = index_of('$.ids', asset_id)
+    if idx < 0 then
+      -- A new item (or the first after a removal).
+      item = {asset_id, 0, 0, NULL, u[U_EARLIEST], 0, NULL, NULL}
+      for i = #item + 1, N_FIELDS do item[i] = NULL end
+      apply_newest(item, u, cutoff)
+      insert_item(insert_position(item[F_LAST], asset_id, n_items), item)
+      n_items = n_items + 1
+      evict_overflow()
+      status = 'applied'
+    else
+      item = item_at(idx)
+      local before = pack(item)
+      if u[U_EARLIEST] < item[F_FIRST] then item[F_FIRST] = u[U_EARLIEST] end
+      if u[U_TIME] > item[F_LAST] then
+        apply_newest(item, u, cutoff)
+        -- A newer time moves the item towards the front: find its place before idx.
+        local pos = insert_position(item[F_LAST], asset_id, idx)
+        if pos == idx then
+          redis.call('JSON.SET', K, '$.h[' .. idx .. ']', cjson.encode(pack(item)))
+        else
+          remove_at(idx)
+          insert_item(pos, item)
+        end
+        status = 'applied'
+      else
+        -- Stale: the stored state stays; older records may still tell when it was
+        -- first watched, that it was completed back then, and fill missing fields.
+        copy_asset_fields(item, u, true)
+        item[F_DONE_AT] = completed_at(item, u, cutoff)
+        local after = pack(item)
+        if after ~= before then
+          redis.call('JSON.SET', K, '$.h[' .. idx .. ']', cjson.encode(after))
+        end
+        status = 'stale'
+      end
+    end
+  end
+  if return_items and item == nil then
+    -- Ignored or split: the caller still wants what is stored.
+    local idx = index_of('$.ids', asset_id)
+    if idx >= 0 then item = item_at(idx) end
+  end
+  if return_items and item ~= nil then
+    replies[#replies + 1] = {status, pack(item)}
+  else
+    replies[#replies + 1] = {status, false}
+  end
+end
+return replies

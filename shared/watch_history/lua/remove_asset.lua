@@ -1,0 +1,48 @@
+-- Remove assets from a profile's history and leave tombstones, atomically.
+--
+-- ARGV[1]: JSON [tombstoneTtlMs]; ARGV[2..]: asset ids.
+-- Returns the number of items that were there.
+--
+-- The tombstone is max(now, the item's lastWatchedAt): heartbeats still in flight in
+-- the stream (or replayed later) at or before it are ignored by record_progress, so a
+-- removed title does not come back:
+--     user: DELETE asset (t=100)        recorder: heartbeat of t=95 arrives late
+--     -> tombstone 100                  -> 95 <= 100: ignored, the title stays gone
+-- A newer heartbeat (t=101: the user plays it again) starts a new item.
+
+local ttl_ms = cjson.decode(ARGV[1])[1]
+open_document()
+local now = now_ms()
+local removed = 0
+local n_tombstones = array_len('$.tid')
+
+for a = 2, #ARGV do
+  local asset_id = ARGV[a]
+  local at = now
+  local idx = index_of('$.ids', asset_id)
+  if idx >= 0 then
+    local last = item_at(idx)[F_LAST]
+    if last > at then at = last end
+    remove_at(idx)
+    removed = removed + 1
+  end
+  local old, j = tombstone_of(asset_id, n_tombstones)
+  if j >= 0 then
+    if at > old then redis.call('JSON.SET', K, '$.tts[' .. j .. ']', at) end
+  else
+    redis.call('JSON.ARRAPPEND', K, '$.tid', cjson.encode(asset_id))
+    redis.call('JSON.ARRAPPEND', K, '$.tts', at)
+    n_tombstones = n_tombstones + 1
+  end
+end
+
+-- Forget tombstones past their time to live (from the end, so indices stay valid).
+local times = get1('$.tts')
+local cutoff = now - ttl_ms
+for j = #times, 1, -1 do
+  if times[j] < cutoff then
+    redis.call('JSON.ARRPOP', K, '$.tid', j - 1)
+    redis.call('JSON.ARRPOP', K, '$.tts', j - 1)
+  end
+end
+return removed

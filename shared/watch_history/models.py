@@ -1,0 +1,246 @@
+"""The schemas: the item the APIs return, the progress update, the query.
+
+Each fact has one home here. Field names are camelCase on the wire (aliases) and
+snake_case in Python. Ids are validated by ``Id``: an id that passes it can never
+break a JSONPath, a key's hash tag or a Lua pattern, and is passed to the server
+only as a script argument anyway.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    StringConstraints,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+
+ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
+MAX_ASSET_IDS = 100
+MIN_EPOCH_MS = 946_684_800_000  # 2000-01-01: smaller numbers are seconds sent by mistake
+MAX_EPOCH_MS = 32_503_680_000_000  # year 3000
+
+Id = Annotated[str, StringConstraints(pattern=ID_PATTERN)]
+"""Profile, asset, device, sport, series, team and show ids: ``[A-Za-z0-9._:-]{1,128}``."""
+
+Title = Annotated[str, StringConstraints(min_length=1, max_length=256, strip_whitespace=True)]
+AssetTypeName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_-]{0,31}$")]
+
+
+def _finite(value: float) -> float:
+    if not math.isfinite(value):
+        raise ValueError("must be a finite number")
+    return value
+
+
+Seconds = Annotated[float, AfterValidator(_finite)]
+
+
+def epoch_ms(value: datetime) -> int:
+    """Milliseconds since the epoch of an aware datetime."""
+    return (value - _EPOCH) // _ONE_MS
+
+
+def from_epoch_ms(ms: int) -> datetime:
+    """The UTC datetime of an epoch-milliseconds number."""
+    return _EPOCH + ms * _ONE_MS
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_MS = datetime(1970, 1, 1, 0, 0, 0, 1000, tzinfo=UTC) - _EPOCH
+
+
+def rfc3339_ms(value: datetime) -> str:
+    """``2026-11-26T15:22:20.123Z``: RFC 3339, UTC, milliseconds (the API's time format)."""
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+
+
+def _parse_event_time(value: Any) -> datetime:
+    """An RFC 3339 string or epoch milliseconds, to an aware UTC datetime truncated to ms."""
+    if isinstance(value, bool):
+        raise ValueError("eventTime must be an RFC 3339 string or epoch milliseconds")
+    if isinstance(value, int | float):
+        if not math.isfinite(value) or not MIN_EPOCH_MS <= value <= MAX_EPOCH_MS:
+            raise ValueError(
+                "eventTime in epoch milliseconds must be between 2000-01-01 and 3000-01-01 "
+                "(was it sent in seconds?)"
+            )
+        return from_epoch_ms(int(value))
+    if isinstance(value, datetime):
+        parsed = value
+    elif isinstance(value, str):
+        text = value.strip()
+        if len(text) > 40:
+            raise ValueError("eventTime is too long for an RFC 3339 time")
+        try:
+            parsed = datetime.fromisoformat(text)
+        except ValueError:
+            raise ValueError(f"eventTime {text!r} is not an RFC 3339 time") from None
+    else:
+        raise ValueError("eventTime must be an RFC 3339 string or epoch milliseconds")
+    if parsed.tzinfo is None:
+        raise ValueError("eventTime needs a time zone offset (e.g. Z)")
+    ms = epoch_ms(parsed)
+    if not MIN_EPOCH_MS <= ms <= MAX_EPOCH_MS:
+        raise ValueError("eventTime must be between 2000-01-01 and 3000-01-01")
+    return from_epoch_ms(ms)
+
+
+EventTime = Annotated[
+    datetime,
+    BeforeValidator(_parse_event_time),
+    PlainSerializer(rfc3339_ms, return_type=str),
+]
+"""A UTC instant with millisecond precision; in: RFC 3339 or epoch ms; out: RFC 3339."""
+
+
+class _Schema(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="ignore",  # producers evolve first: unknown fields are ignored
+        frozen=True,
+    )
+
+
+class EventType(StrEnum):
+    START = "start"
+    HEARTBEAT = "heartbeat"
+    PAUSE = "pause"
+    STOP = "stop"
+    COMPLETE = "complete"
+
+
+class Status(StrEnum):
+    ALL = "all"
+    IN_PROGRESS = "in_progress"
+    COMPLETED = "completed"
+
+
+class AssetInfo(_Schema):
+    """What an asset is; any field may be missing (missing fields keep stored values)."""
+
+    type: AssetTypeName | None = Field(None, description="match, episode, movie, highlight, ...")
+    title: Title | None = None
+    sport: Id | None = None
+    series: Id | None = None
+    teams: Annotated[list[Id], Field(max_length=16)] | None = None
+    show: Id | None = None
+    season: Annotated[int, Field(ge=0, le=100_000)] | None = None
+    episode: Annotated[int, Field(ge=0, le=1_000_000)] | None = None
+
+
+class ProgressBody(_Schema):
+    """A progress update without its ids: the body of ``PUT .../history/{assetId}``."""
+
+    position: Annotated[Seconds, Field(ge=0, le=1e7)] = Field(description="seconds into the asset")
+    duration: Annotated[Seconds, Field(gt=0, le=1e7)] | None = Field(
+        None, description="seconds; absent for live"
+    )
+    event_time: EventTime | None = Field(None, description="RFC 3339 or epoch ms; default now")
+    event_type: EventType = EventType.HEARTBEAT
+    device_id: Id | None = None
+    asset: AssetInfo | None = None
+
+
+class ProgressUpdate(_Schema):
+    """One progress heartbeat, as players put it on the stream."""
+
+    profile_id: Id
+    asset_id: Id
+    position: Annotated[Seconds, Field(ge=0, le=1e7)]
+    duration: Annotated[Seconds, Field(gt=0, le=1e7)] | None = None
+    event_time: EventTime
+    event_type: EventType = EventType.HEARTBEAT
+    device_id: Id | None = None
+    asset: AssetInfo | None = None
+
+    @property
+    def event_ms(self) -> int:
+        return epoch_ms(self.event_time)
+
+
+class HistoryItem(_Schema):
+    """Where a profile stopped watching one asset: the shape every API returns."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
+    )
+
+    asset_id: Id
+    asset_type: str | None = None
+    title: str | None = None
+    sport: str | None = None
+    series: str | None = None
+    teams: list[str] | None = None
+    show: str | None = None
+    season: int | None = None
+    episode: int | None = None
+    position: float = Field(description="seconds")
+    duration: float | None = Field(None, description="seconds; absent for live")
+    progress: float | None = Field(None, description="position/duration, 0..1")
+    completed: bool = False
+    completed_at: EventTime | None = None
+    first_watched_at: EventTime
+    last_watched_at: EventTime
+    device_id: str | None = None
+
+    def to_api(self) -> dict[str, Any]:
+        """The item as the APIs return it: camelCase, absent fields left out."""
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+Collapse = Literal["show", "series"]
+
+
+class HistoryQuery(_Schema):
+    """What a read asks for. The rules that combine filters live here, once."""
+
+    sport: Id | None = None
+    series: Id | None = None
+    teams: Annotated[list[Id], Field(max_length=16)] | None = Field(
+        None, description="items having ANY of these teams"
+    )
+    show: Id | None = None
+    season: Annotated[int, Field(ge=0, le=100_000)] | None = None
+    asset_type: AssetTypeName | None = None
+    asset_ids: Annotated[list[Id], Field(max_length=MAX_ASSET_IDS)] | None = None
+    status: Status = Status.ALL
+    limit: Annotated[int, Field(ge=1, le=100)] = 20
+    cursor: Annotated[str, StringConstraints(max_length=512)] | None = None
+    collapse: Collapse | None = None
+
+    @model_validator(mode="after")
+    def _filters_combine(self) -> HistoryQuery:
+        if self.series is not None and self.sport is None:
+            raise ValueError("series needs sport")
+        if self.teams and self.sport is None:
+            raise ValueError("team needs sport")
+        if self.season is not None and self.show is None:
+            raise ValueError("season needs show")
+        if self.show is not None and (self.sport is not None):
+            raise ValueError("sport filters and show filters cannot be combined")
+        if self.asset_ids is not None and not self.asset_ids:
+            raise ValueError("assetId needs at least one id")
+        return self
+
+    def filter_key(self) -> str:
+        """What the filters are, for binding a cursor to the query it came from."""
+        return self.model_dump_json(exclude={"limit", "cursor"})
+
+
+class HistoryPage(_Schema):
+    """A page of items and the cursor of the next page (None on the last one)."""
+
+    items: list[HistoryItem]
+    next_cursor: str | None = None
