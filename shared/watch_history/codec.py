@@ -30,7 +30,7 @@ from __future__ import annotations
 import json
 from typing import Any, Final
 
-from watch_history.models import HistoryItem, from_epoch_ms
+from watch_history.models import HistoryItem, epoch_ms, from_epoch_ms
 
 LAYOUT_VERSION: Final = 1
 
@@ -55,34 +55,31 @@ ITEM_FIELDS: Final[tuple[str, ...]] = (
     "episode",
 )
 _TIME_FIELDS: Final = frozenset({"last_watched_at", "first_watched_at", "completed_at"})
-I_ASSET_ID: Final = 0
-I_LAST_WATCHED_AT: Final = 1
 
 
-def decode_item(packed: str | bytes, min_resume_seconds: float) -> tuple[HistoryItem, bool]:
-    """A stored item as the API model, and whether it is in progress (resumable).
+def decode_item(packed: str | bytes) -> HistoryItem:
+    """A stored item as the API model."""
+    return item_from_values(json.loads(packed))
+
+
+def item_from_values(values: list[Any]) -> HistoryItem:
+    """The API model of an item's decoded array.
 
     Trusts the layout (the server scripts wrote it from validated updates), so it
     builds the model without re-validating: this sits on the hot read path.
     """
-    values: list[Any] = json.loads(packed)
     fields: dict[str, Any] = {}
     for name, value in zip(ITEM_FIELDS, values, strict=False):
         if value is None:
             continue
         if name in _TIME_FIELDS:
             value = from_epoch_ms(value)
-        elif name == "completed":
-            value = bool(value)
         fields[name] = value
+    fields["completed"] = bool(fields.get("completed"))
     duration = fields.get("duration")
-    position = fields["position"]
     if duration:
-        fields["progress"] = min(1.0, round(position / duration, 4))
-    completed = fields.get("completed", False)
-    fields["completed"] = completed
-    in_progress = not completed and position >= min_resume_seconds
-    return HistoryItem.model_construct(**fields), in_progress
+        fields["progress"] = min(1.0, round(fields["position"] / duration, 4))
+    return HistoryItem.model_construct(**fields)
 
 
 def encode_item(item: HistoryItem) -> str:
@@ -92,8 +89,6 @@ def encode_item(item: HistoryItem) -> str:
     for name in ITEM_FIELDS:
         value = data.get(name)
         if value is not None and name in _TIME_FIELDS:
-            from watch_history.models import epoch_ms
-
             value = epoch_ms(value)
         elif name == "completed":
             value = 1 if value else 0

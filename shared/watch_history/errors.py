@@ -24,7 +24,16 @@ class InvalidInputError(HistoryError, ValueError):
 
 
 class StaleUpdateError(HistoryError):
-    """An update older than (or as old as) what is stored, or than a removal. Nothing changed."""
+    """An update older than (or as old as) what is stored, or than a removal.
+
+    Nothing that the update states was stored. ``item`` is what is stored (None when
+    the asset was removed), ``reason`` is ``"stale"`` or ``"ignored"`` (removed).
+    """
+
+    def __init__(self, item: object | None, reason: str) -> None:
+        super().__init__(f"update not applied: {reason}")
+        self.item = item
+        self.reason = reason
 
 
 class StoreUnavailableError(HistoryError):

@@ -1,0 +1,121 @@
+"""Collapse a batch of progress updates to one per (profile, asset) before the server.
+
+Ten heartbeats of one match in a batch cost the server one item read and one write
+instead of ten. The collapsed update carries what the older records still contribute
+under the rules (store.py), so the end state is the one of applying each record in
+turn: the newest record's state, the earliest time (firstWatchedAt), the newest time an
+older record completed the asset (completedAt), and asset fields the newest lacks.
+
+Asset fields describe the asset, so every record of one asset carries the same values
+or none; if a producer sends conflicting values for one asset, the newest record's win.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from watch_history.models import EventType, ProgressUpdate
+
+# The order of asset fields in a collapsed update (and in a stored item: codec.ITEM_FIELDS).
+ASSET_FIELDS = ("type", "title", "sport", "series", "teams", "show", "season", "episode")
+
+
+@dataclass(slots=True)
+class AssetGroup:
+    """The records of one (profile, asset) in a batch, in arrival order."""
+
+    profile_id: str
+    asset_id: str
+    records: list[tuple[int, ProgressUpdate]] = field(default_factory=list)
+    """(index in the batch, update) pairs."""
+
+    @property
+    def indices(self) -> list[int]:
+        return [index for index, _ in self.records]
+
+    def script_argument(self, completion_threshold: float) -> str:
+        """The collapsed update, as record_progress.lua reads it (one JSON array)."""
+        return json.dumps(
+            collapse([update for _, update in self.records], completion_threshold),
+            separators=(",", ":"),
+            ensure_ascii=False,
+        )
+
+    def split(self) -> list[AssetGroup]:
+        """One group per record, for when a removal falls between its records."""
+        return [AssetGroup(self.profile_id, self.asset_id, [record]) for record in self.records]
+
+
+def group_by_profile(
+    updates: Iterable[tuple[int, ProgressUpdate]],
+) -> dict[str, list[AssetGroup]]:
+    """Group (index, update) pairs by profile, then by asset, keeping arrival order."""
+    profiles: dict[str, dict[str, AssetGroup]] = {}
+    for index, update in updates:
+        assets = profiles.setdefault(update.profile_id, {})
+        group = assets.get(update.asset_id)
+        if group is None:
+            group = assets[update.asset_id] = AssetGroup(update.profile_id, update.asset_id)
+        group.records.append((index, update))
+    return {profile: list(assets.values()) for profile, assets in profiles.items()}
+
+
+def _asset_values(update: ProgressUpdate) -> list[object]:
+    asset = update.asset
+    if asset is None:
+        return [None] * len(ASSET_FIELDS)
+    values: list[object] = [getattr(asset, name) for name in ASSET_FIELDS]
+    teams_at = ASSET_FIELDS.index("teams")
+    if not values[teams_at]:
+        values[teams_at] = None  # an empty list says nothing (and Lua cannot tell [] from {})
+    return values
+
+
+def collapse(updates: Sequence[ProgressUpdate], completion_threshold: float) -> list[object]:
+    """One update standing for several of the same asset (see record_progress.lua's ARGV)."""
+    # The newest wins; among equal times the first to arrive (a later equal one is a no-op).
+    newest_at = 0
+    for i, update in enumerate(updates):
+        if update.event_time > updates[newest_at].event_time:
+            newest_at = i
+    newest = updates[newest_at]
+    by_time = sorted(updates, key=lambda u: u.event_time, reverse=True)
+
+    def newest_present(values: Iterable[object]) -> object:
+        return next((value for value in values if value is not None), None)
+
+    asset = [
+        newest_present(_asset_values(u)[k] for u in [newest, *by_time])
+        for k in range(len(ASSET_FIELDS))
+    ]
+    duration = newest_present(u.duration for u in [newest, *by_time])
+    device = newest_present(u.device_id for u in [newest, *by_time])
+
+    last_completing: int | None = None
+    undecided: list[list[float | int]] = []
+    for i, update in enumerate(updates):
+        if i == newest_at:
+            continue
+        at = update.event_ms
+        if update.event_type is EventType.COMPLETE or (
+            duration is not None
+            and update.position >= completion_threshold * float(duration)  # type: ignore[arg-type]
+        ):
+            if last_completing is None or at > last_completing:
+                last_completing = at
+        elif duration is None:
+            undecided.append([at, update.position])
+    return [
+        newest.asset_id,
+        newest.event_ms,
+        newest.position,
+        duration,
+        1 if newest.event_type is EventType.COMPLETE else 0,
+        device,
+        *asset,
+        min(u.event_ms for u in updates),
+        last_completing,
+        undecided or None,
+    ]

@@ -1,0 +1,158 @@
+"""The read rules: which stored items a query selects, in which order, and the cursor.
+
+Works on items as the server returns them (packed, see codec.py) and decodes to the
+API model only what a page returns. Pure functions: store.py fetches, this selects.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from watch_history.codec import ITEM_FIELDS, item_from_values
+from watch_history.errors import InvalidInputError
+from watch_history.models import HistoryPage, HistoryQuery, Status
+
+_AT = {name: i for i, name in enumerate(ITEM_FIELDS)}
+_ID, _LAST, _POS, _DONE = _AT["asset_id"], _AT["last_watched_at"], _AT["position"], _AT["completed"]
+_SPORT, _SERIES, _TEAMS, _SHOW, _SEASON, _TYPE = (
+    _AT["sport"],
+    _AT["series"],
+    _AT["teams"],
+    _AT["show"],
+    _AT["season"],
+    _AT["asset_type"],
+)
+
+
+def _field(values: list[Any], index: int) -> Any:
+    return values[index] if index < len(values) else None
+
+
+@dataclass(frozen=True, slots=True)
+class Cursor:
+    """Where a page ended: the (lastWatchedAt, assetId) of its last item.
+
+    Keyset pagination: the next page starts strictly after this key in history order,
+    wherever the array has shifted since, so an item not written between two pages is
+    neither skipped nor repeated.
+    """
+
+    last_watched_at: int
+    asset_id: str
+    query_hash: str
+
+    def encode(self) -> str:
+        raw = json.dumps([self.last_watched_at, self.asset_id, self.query_hash])
+        return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+    @classmethod
+    def decode(cls, text: str, query_hash: str) -> Cursor:
+        try:
+            raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+            last, asset_id, bound_to = json.loads(raw)
+            if not (isinstance(last, int) and isinstance(asset_id, str)):
+                raise ValueError(text)
+        except (binascii.Error, ValueError, TypeError, UnicodeDecodeError):
+            raise InvalidInputError("cursor is malformed: pass nextCursor as returned") from None
+        if bound_to != query_hash:
+            raise InvalidInputError("cursor belongs to another query: keep the same filters")
+        return cls(last, asset_id, query_hash)
+
+
+def query_hash(query: HistoryQuery) -> str:
+    return hashlib.blake2b(query.filter_key().encode(), digest_size=6).hexdigest()
+
+
+class Selection:
+    """The items of one profile that a query selects, in history order."""
+
+    def __init__(self, query: HistoryQuery, min_resume_seconds: float) -> None:
+        self.query = query
+        self.min_resume_seconds = min_resume_seconds
+        self.hash = query_hash(query)
+        self.after = Cursor.decode(query.cursor, self.hash) if query.cursor else None
+        self._teams = frozenset(query.teams or ())
+        self._ids = frozenset(query.asset_ids or ())
+
+    def matches(self, values: list[Any]) -> bool:
+        q = self.query
+        if self._ids and values[_ID] not in self._ids:
+            return False
+        if q.sport is not None and _field(values, _SPORT) != q.sport:
+            return False
+        if q.series is not None and _field(values, _SERIES) != q.series:
+            return False
+        if self._teams and self._teams.isdisjoint(_field(values, _TEAMS) or ()):
+            return False
+        if q.show is not None and _field(values, _SHOW) != q.show:
+            return False
+        if q.season is not None and _field(values, _SEASON) != q.season:
+            return False
+        if q.asset_type is not None and _field(values, _TYPE) != q.asset_type:
+            return False
+        if q.status is Status.ALL:
+            return True
+        completed = bool(_field(values, _DONE))
+        if q.status is Status.COMPLETED:
+            return completed
+        return not completed and values[_POS] >= self.min_resume_seconds
+
+    def _group(self, values: list[Any]) -> Any:
+        if self.query.collapse == "show":
+            show = _field(values, _SHOW)
+            return ("show", show) if show is not None else ("asset", values[_ID])
+        series = _field(values, _SERIES)
+        if series is not None:
+            return ("series", _field(values, _SPORT), series)
+        return ("asset", values[_ID])
+
+    def _is_after_cursor(self, values: list[Any]) -> bool:
+        c = self.after
+        if c is None:
+            return True
+        last = values[_LAST]
+        return last < c.last_watched_at or (last == c.last_watched_at and values[_ID] > c.asset_id)
+
+    def scan(self, packed_items: Iterable[str | bytes]) -> Iterator[list[Any]]:
+        """Matching items (decoded to their value lists) after the cursor, in order."""
+        seen_groups: set[Any] = set()
+        collapse = self.query.collapse is not None
+        for packed in packed_items:
+            values: list[Any] = json.loads(packed)
+            if not self.matches(values):
+                continue
+            if collapse:
+                group = self._group(values)
+                if group in seen_groups:
+                    continue  # an item of this show/series came earlier: it is the newest
+                seen_groups.add(group)
+            if self._is_after_cursor(values):
+                yield values
+
+    def page(self, packed_items: Iterable[str | bytes], *, complete: bool) -> HistoryPage | None:
+        """The page, or None when ``packed_items`` is only a prefix that does not fill it.
+
+        ``complete`` says whether ``packed_items`` is the whole history.
+        """
+        limit = self.query.limit
+        chosen: list[list[Any]] = []
+        for values in self.scan(packed_items):
+            chosen.append(values)
+            if len(chosen) > limit:
+                break
+        if len(chosen) <= limit and not complete:
+            return None
+        more = len(chosen) > limit
+        chosen = chosen[:limit]
+        items = [item_from_values(values) for values in chosen]
+        next_cursor = None
+        if more:
+            last = chosen[-1]
+            next_cursor = Cursor(last[_LAST], last[_ID], self.hash).encode()
+        return HistoryPage(items=items, next_cursor=next_cursor)

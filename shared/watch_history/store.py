@@ -1,0 +1,363 @@
+"""``HistoryStore``: the only code that talks to the server.
+
+Every write is one Lua script call per profile (lua/*.lua, with lua/common.lua in
+front), so the rules hold atomically whatever runs concurrently. Reads are plain
+JSON.GETs of the sorted history array (or one script for lookups by asset id).
+
+This class is the seam for fault and load testing: it takes any redis-py client
+(standalone or cluster) and a ``Settings``; ``_execute`` is the one place a batch
+meets the network.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from functools import cache
+from pathlib import Path
+from typing import Any, Final
+
+import redis
+from redis.cluster import RedisCluster
+from redis.exceptions import NoScriptError, RedisClusterException, RedisError, ResponseError
+
+from watch_history.codec import decode_item
+from watch_history.coalesce import AssetGroup, group_by_profile
+from watch_history.errors import (
+    HistoryError,
+    InvalidInputError,
+    StaleUpdateError,
+    StoreUnavailableError,
+)
+from watch_history.models import (
+    ID_PATTERN,
+    MAX_ASSET_IDS,
+    HistoryItem,
+    HistoryPage,
+    HistoryQuery,
+    ProgressUpdate,
+    Status,
+)
+from watch_history.query import Selection
+from watch_history.settings import Settings
+
+ClientType = redis.Redis | RedisCluster
+
+_ID = re.compile(ID_PATTERN)
+_LUA: Final = Path(__file__).with_name("lua")
+_DAY_MS: Final = 86_400_000
+
+
+class RecordOutcome(StrEnum):
+    """What recording an update did."""
+
+    APPLIED = "applied"  # newer than what was stored: the item reflects it
+    STALE = "stale"  # not newer (duplicate, replay, late): the stored state stays
+    IGNORED = "ignored"  # at or before a removal of the asset (or a clear): nothing changed
+
+
+@dataclass(frozen=True, slots=True)
+class _Script:
+    name: str
+    source: str
+    sha: str
+
+
+@cache
+def _script(name: str) -> _Script:
+    """A script's source: lua/common.lua, then lua/<name>.lua."""
+    import hashlib
+
+    source = (_LUA / "common.lua").read_text() + "\n" + (_LUA / f"{name}.lua").read_text()
+    return _Script(name, source, hashlib.sha1(source.encode()).hexdigest())  # noqa: S324 (the server's script id)
+
+
+@dataclass(slots=True)
+class BatchResult:
+    """Per update of a batch (by its index): the outcome, or the error that stopped it."""
+
+    outcomes: dict[int, RecordOutcome] = field(default_factory=dict)
+    failures: dict[int, HistoryError] = field(default_factory=dict)
+    round_trips: int = 0
+
+
+def check_id(kind: str, value: str) -> str:
+    """``value`` if it is a valid id, else InvalidInputError naming the kind of id."""
+    if not isinstance(value, str) or not _ID.fullmatch(value):
+        raise InvalidInputError(
+            f"{kind} {value!r} is not a valid id: use 1 to 128 of A-Z a-z 0-9 . _ : -"
+        )
+    return value
+
+
+class HistoryStore:
+    """Watch history of profiles, one JSON document per profile (see codec.py)."""
+
+    def __init__(
+        self,
+        client: ClientType,
+        settings: Settings,
+        *,
+        clock_ms: Callable[[], int] | None = None,
+    ) -> None:
+        self.client = client
+        self.settings = settings
+        self._clock_ms = clock_ms or (lambda: time.time_ns() // 1_000_000)
+        self._record_config = json.dumps(
+            [settings.completion_threshold, settings.max_items, 0], separators=(",", ":")
+        )
+        self._record_config_items = json.dumps(
+            [settings.completion_threshold, settings.max_items, 1], separators=(",", ":")
+        )
+
+    # --- keys and checks ----------------------------------------------------------------
+
+    def key(self, profile_id: str) -> str:
+        """The profile's key. The ``{hash tag}`` keeps every command on one cluster slot."""
+        return f"{self.settings.key_prefix}{{{check_id('profileId', profile_id)}}}"
+
+    def check_update(self, update: ProgressUpdate) -> None:
+        """InvalidInputError if the update can never be accepted (beyond its schema)."""
+        check_id("profileId", update.profile_id)
+        check_id("assetId", update.asset_id)
+        limit = self._clock_ms() + self.settings.max_future_skew_seconds * 1000
+        if update.event_ms > limit:
+            raise InvalidInputError(
+                f"eventTime {update.event_time.isoformat()} is more than "
+                f"{self.settings.max_future_skew_seconds} s in the future"
+            )
+
+    # --- writes -------------------------------------------------------------------------
+
+    def record_progress(self, update: ProgressUpdate) -> HistoryItem:
+        """Record one update; the stored item after it.
+
+        Raises StaleUpdateError (with ``.item``, the stored item or None) when the update
+        changed nothing that counts because it was not newer, or came after a removal.
+        """
+        self.check_update(update)
+        group = AssetGroup(update.profile_id, update.asset_id, [(0, update)])
+        reply = self._run(
+            "record_progress",
+            update.profile_id,
+            [self._record_config_items, group.script_argument(self.settings.completion_threshold)],
+        )
+        status, packed = reply[0]
+        outcome = _outcome(status)
+        item = decode_item(packed) if packed else None
+        if outcome is RecordOutcome.APPLIED and item is not None:
+            return item
+        raise StaleUpdateError(item, outcome.value)
+
+    def record_batch(self, updates: Sequence[ProgressUpdate]) -> BatchResult:
+        """Record many updates: collapsed per (profile, asset), one script call per profile,
+        pipelined ``settings.pipeline_profiles`` profiles per round trip.
+
+        Never raises for one bad update or one unreachable shard: each update's outcome
+        or error is in the result, by its index in ``updates``.
+        """
+        result = BatchResult()
+        valid: list[tuple[int, ProgressUpdate]] = []
+        for index, update in enumerate(updates):
+            try:
+                self.check_update(update)
+            except InvalidInputError as exc:
+                result.failures[index] = exc
+            else:
+                valid.append((index, update))
+        pending = list(group_by_profile(valid).items())
+        threshold = self.settings.completion_threshold
+        # A removal between the records of one collapsed update (rare) sends them again,
+        # one by one, in a second pass.
+        while pending:
+            split: list[tuple[str, list[AssetGroup]]] = []
+            size = self.settings.pipeline_profiles
+            for start in range(0, len(pending), size):
+                chunk = pending[start : start + size]
+                calls = [
+                    (
+                        profile_id,
+                        [self._record_config, *(g.script_argument(threshold) for g in groups)],
+                    )
+                    for profile_id, groups in chunk
+                ]
+                replies = self._execute("record_progress", calls)
+                result.round_trips += 1
+                for (profile_id, groups), reply in zip(chunk, replies, strict=True):
+                    if isinstance(reply, HistoryError):
+                        for group in groups:
+                            for index in group.indices:
+                                result.failures[index] = reply
+                        continue
+                    again = []
+                    for group, (status, _) in zip(groups, reply, strict=True):
+                        if status == b"split":
+                            again.extend(group.split())
+                            continue
+                        outcome = _outcome(status)
+                        for index in group.indices:
+                            result.outcomes[index] = outcome
+                    if again:
+                        split.append((profile_id, again))
+            pending = split
+        return result
+
+    def remove(self, profile_id: str, asset_ids: Sequence[str]) -> int:
+        """Remove assets and leave tombstones (late updates will not bring them back).
+        Idempotent. The number of items that were there."""
+        ids = [check_id("assetId", a) for a in asset_ids]
+        if not ids:
+            return 0
+        ttl_ms = int(self.settings.tombstone_ttl_days * _DAY_MS)
+        return int(self._run("remove_asset", profile_id, [json.dumps([ttl_ms]), *ids]))
+
+    def clear(self, profile_id: str) -> int:
+        """Remove every item (one watermark: updates at or before it are ignored).
+        The number of items that were there."""
+        return int(self._run("clear_history", profile_id, []))
+
+    # --- reads --------------------------------------------------------------------------
+
+    def get_items(self, profile_id: str, asset_ids: Sequence[str]) -> dict[str, HistoryItem]:
+        """The stored items of these assets (missing ones are left out)."""
+        ids = list(dict.fromkeys(check_id("assetId", a) for a in asset_ids))
+        if len(ids) > MAX_ASSET_IDS:
+            raise InvalidInputError(f"at most {MAX_ASSET_IDS} asset ids at once")
+        if not ids:
+            return {}
+        packed = self._run("get_items", profile_id, ids)
+        return {a: decode_item(p) for a, p in zip(ids, packed, strict=True) if p}
+
+    def get_item(self, profile_id: str, asset_id: str) -> HistoryItem | None:
+        return self.get_items(profile_id, [asset_id]).get(asset_id)
+
+    def query(self, profile_id: str, query: HistoryQuery) -> HistoryPage:
+        """A page of the profile's history: newest lastWatchedAt first, ties assetId.
+
+        The array is kept in that order, so the first page usually needs only a prefix
+        of it (``settings.read_prefix_items`` items); the whole array is read when the
+        prefix does not fill the page, and for later pages (cursor).
+        """
+        selection = Selection(query, self.settings.min_resume_seconds)
+        key = self.key(profile_id)
+        if query.asset_ids:
+            items = self._run("get_items", profile_id, list(dict.fromkeys(query.asset_ids)))
+            found = sorted(
+                (json.loads(p) for p in items if p), key=lambda v: (-v[1], v[0])
+            )
+            return _page_of(selection, [json.dumps(v) for v in found])
+        if query.cursor is None:
+            prefix = max(self.settings.read_prefix_items, query.limit + 1)
+            packed = self._json_get(key, f"$.h[0:{prefix}]")
+            page = selection.page(packed, complete=len(packed) < prefix)
+            if page is not None:
+                return page
+        return _page_of(selection, self._json_get(key, "$.h"))
+
+    def continue_watching(
+        self, profile_id: str, limit: int = 20, cursor: str | None = None
+    ) -> HistoryPage:
+        """Resumable items (in progress), newest first: the "continue watching" rail."""
+        return self.query(
+            profile_id, HistoryQuery(status=Status.IN_PROGRESS, limit=limit, cursor=cursor)
+        )
+
+    def memory_usage(self, profile_id: str) -> int:
+        """Bytes the profile's document takes on the server (MEMORY USAGE)."""
+        return int(self.client.memory_usage(self.key(profile_id), samples=0) or 0)
+
+    # --- the network --------------------------------------------------------------------
+
+    def _json_get(self, key: str, path: str) -> list[Any]:
+        """The values a $-path selects: the array's items for "$.h", the slice's for a slice."""
+        try:
+            raw = self.client.execute_command("JSON.GET", key, path)
+        except (RedisError, RedisClusterException, OSError) as exc:
+            raise StoreUnavailableError(f"reading {key}: {exc}") from exc
+        if raw is None:
+            return []
+        matches: list[Any] = json.loads(raw)
+        if path.endswith("]"):
+            return matches  # a slice selects each item
+        return matches[0] if matches else []
+
+    def _run(self, name: str, profile_id: str, args: Sequence[str]) -> Any:
+        reply = self._execute(name, [(profile_id, args)])[0]
+        if isinstance(reply, HistoryError):
+            raise reply
+        return reply
+
+    def _execute(
+        self, name: str, calls: Sequence[tuple[str, Sequence[str]]]
+    ) -> list[Any | HistoryError]:
+        """Run script ``name`` once per (profile, args) in one pipelined round trip.
+
+        Each reply is the script's result or a HistoryError for that call. A script the
+        server does not know (NOSCRIPT: first use, or its cache emptied by a failover or
+        restart) is loaded and those calls run again. RedisCluster's pipeline refuses
+        ``evalsha()``; the generic ``execute_command("EVALSHA", ...)`` is routed by key.
+        """
+        script = _script(name)
+        keys = [self.key(profile_id) for profile_id, _ in calls]
+        replies: list[Any | HistoryError] = [None] * len(calls)
+        todo = list(range(len(calls)))
+        for attempt in range(2):
+            results = self._pipeline(script.sha, [(keys[i], calls[i][1]) for i in todo])
+            missing = [i for i, r in zip(todo, results, strict=True) if isinstance(r, NoScriptError)]
+            for i, res in zip(todo, results, strict=True):
+                if not isinstance(res, NoScriptError):
+                    replies[i] = _as_reply(res, keys[i])
+            if not missing:
+                break
+            if attempt == 1:
+                for i in missing:
+                    replies[i] = StoreUnavailableError(f"script {name} keeps missing on the server")
+                break
+            self._load_script(script)
+            todo = missing
+        return replies
+
+    def _pipeline(self, sha: str, calls: Iterable[tuple[str, Sequence[str]]]) -> list[Any]:
+        """One round trip (per shard): EVALSHA per call; errors come back as values."""
+        calls = list(calls)
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            for key, args in calls:
+                pipe.execute_command("EVALSHA", sha, 1, key, *args)
+            return list(pipe.execute(raise_on_error=False))
+        except (RedisError, RedisClusterException, OSError) as exc:
+            error = StoreUnavailableError(f"pipeline of {len(calls)} calls failed: {exc}")
+            return [error] * len(calls)
+
+    def _load_script(self, script: _Script) -> None:
+        try:
+            # RedisCluster sends SCRIPT LOAD to every primary.
+            self.client.script_load(script.source)
+        except (RedisError, RedisClusterException, OSError) as exc:
+            raise StoreUnavailableError(f"loading script {script.name}: {exc}") from exc
+
+
+def _as_reply(result: Any, key: str) -> Any | HistoryError:
+    if isinstance(result, HistoryError):
+        return result
+    if isinstance(result, ResponseError):
+        # An error raised inside a script (e.g. the key holds something that is not a
+        # history document). Not the caller's input: retry, then the failure queue.
+        return StoreUnavailableError(f"server refused the script on {key}: {result}")
+    if isinstance(result, BaseException):
+        return StoreUnavailableError(f"{key}: {result}")
+    return result
+
+
+def _outcome(status: bytes | str) -> RecordOutcome:
+    return RecordOutcome(status.decode() if isinstance(status, bytes) else status)
+
+
+def _page_of(selection: Selection, packed: list[Any]) -> HistoryPage:
+    page = selection.page(packed, complete=True)
+    assert page is not None  # a complete list always makes a page
+    return page

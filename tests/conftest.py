@@ -1,0 +1,109 @@
+"""Shared fixtures: real engines (never a mock of the database) and stores on them.
+
+The suite starts its own engines through devtools/engine.py: one standalone server
+and one 3-primary cluster per test session (per xdist worker). With REDIS_URL set, it
+uses that server instead, in the mode REDIS_CLUSTER says.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from redis.cluster import RedisCluster
+
+from devtools.engine import Engine, start_cluster, start_standalone
+from watch_history.settings import Settings
+from watch_history.store import ClientType, HistoryStore
+
+ROOT = Path(__file__).resolve().parent.parent
+EVENTS = ROOT / "events"
+
+_EXTERNAL = os.environ.get("REDIS_URL")
+_EXTERNAL_CLUSTER = os.environ.get("REDIS_CLUSTER", "false").lower() == "true"
+MODES = (
+    ["cluster" if _EXTERNAL_CLUSTER else "standalone"] if _EXTERNAL else ["standalone", "cluster"]
+)
+
+
+def load_event(name: str) -> dict[str, Any]:
+    """An event file from events/ (the same files `sam local invoke -e` takes)."""
+    data: dict[str, Any] = json.loads((EVENTS / name).read_text())
+    return data
+
+
+@pytest.fixture(scope="session")
+def engines() -> Iterator[dict[str, Engine | None]]:
+    started: dict[str, Engine | None] = {}
+    try:
+        yield started
+    finally:
+        for engine in started.values():
+            if engine is not None:
+                engine.stop()
+
+
+def _url_for(mode: str, engines: dict[str, Engine | None]) -> str:
+    if _EXTERNAL:
+        return _EXTERNAL
+    if mode not in engines:
+        engines[mode] = start_cluster(3) if mode == "cluster" else start_standalone()
+    engine = engines[mode]
+    assert engine is not None
+    return engine.url
+
+
+def make_client(url: str, cluster: bool) -> ClientType:
+    if cluster:
+        return RedisCluster.from_url(url)
+    return redis.Redis.from_url(url)
+
+
+@pytest.fixture(params=MODES)
+def mode(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def redis_url(mode: str, engines: dict[str, Engine | None]) -> str:
+    return _url_for(mode, engines)
+
+
+@pytest.fixture
+def client(mode: str, redis_url: str) -> Iterator[ClientType]:
+    c = make_client(redis_url, mode == "cluster")
+    try:
+        yield c
+    finally:
+        c.close()
+
+
+@pytest.fixture
+def settings(redis_url: str, mode: str) -> Settings:
+    return Settings(redis_url=redis_url, redis_cluster=mode == "cluster", key_prefix="t:")
+
+
+@pytest.fixture
+def make_store(client: ClientType, settings: Settings) -> Callable[..., HistoryStore]:
+    def make(**overrides: Any) -> HistoryStore:
+        clock = overrides.pop("clock_ms", None)
+        return HistoryStore(client, settings.model_copy(update=overrides), clock_ms=clock)
+
+    return make
+
+
+@pytest.fixture
+def store(make_store: Callable[..., HistoryStore]) -> HistoryStore:
+    return make_store()
+
+
+@pytest.fixture
+def profile_id() -> str:
+    """A fresh profile per test, so tests share engines without flushing them."""
+    return f"p-{uuid.uuid4().hex[:12]}"
