@@ -100,8 +100,7 @@ def collapse(updates: Sequence[ProgressUpdate], completion_threshold: float) -> 
             continue
         at = update.event_ms
         if update.event_type is EventType.COMPLETE or (
-            duration is not None
-            and update.position >= completion_threshold * float(duration)  # type: ignore[arg-type]
+            duration is not None and update.position >= completion_threshold * float(duration)  # type: ignore[arg-type]
         ):
             if last_completing is None or at > last_completing:
                 last_completing = at

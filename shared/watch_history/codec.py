@@ -72,9 +72,7 @@ def item_from_values(values: list[Any]) -> HistoryItem:
     for name, value in zip(ITEM_FIELDS, values, strict=False):
         if value is None:
             continue
-        if name in _TIME_FIELDS:
-            value = from_epoch_ms(value)
-        fields[name] = value
+        fields[name] = from_epoch_ms(value) if name in _TIME_FIELDS else value
     fields["completed"] = bool(fields.get("completed"))
     duration = fields.get("duration")
     if duration:

@@ -116,8 +116,9 @@ class Selection:
         c = self.after
         if c is None:
             return True
-        last = values[_LAST]
-        return last < c.last_watched_at or (last == c.last_watched_at and values[_ID] > c.asset_id)
+        last: int = values[_LAST]
+        asset_id: str = values[_ID]
+        return last < c.last_watched_at or (last == c.last_watched_at and asset_id > c.asset_id)
 
     def scan(self, packed_items: Iterable[str | bytes]) -> Iterator[list[Any]]:
         """Matching items (decoded to their value lists) after the cursor, in order."""

@@ -10,8 +10,10 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Annotated
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from watch_history.errors import ConfigurationError
 
 
 class Settings(BaseSettings):
@@ -27,7 +29,7 @@ class Settings(BaseSettings):
     redis_cluster: bool = Field(False, description="true for MemoryDB's cluster endpoint")
     redis_secret_arn: str | None = Field(
         None,
-        description="Secrets Manager secret with {\"username\", \"password\"} of an ACL user",
+        description='Secrets Manager secret with {"username", "password"} of an ACL user',
     )
     redis_iam_user: str | None = Field(None, description="MemoryDB IAM-auth user name")
     memorydb_cluster_name: str | None = Field(None, description="MemoryDB cluster (IAM auth)")
@@ -79,10 +81,6 @@ def get_settings() -> Settings:
     Raises ``ConfigurationError`` (not pydantic's ValidationError) so that a handler
     fails loudly at cold start with a message that names the variable.
     """
-    from pydantic import ValidationError
-
-    from watch_history.errors import ConfigurationError
-
     try:
         return Settings()
     except ValidationError as exc:

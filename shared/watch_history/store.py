@@ -11,6 +11,7 @@ meets the network.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import time
@@ -25,8 +26,8 @@ import redis
 from redis.cluster import RedisCluster
 from redis.exceptions import NoScriptError, RedisClusterException, RedisError, ResponseError
 
-from watch_history.codec import decode_item
 from watch_history.coalesce import AssetGroup, group_by_profile
+from watch_history.codec import decode_item
 from watch_history.errors import (
     HistoryError,
     InvalidInputError,
@@ -70,8 +71,6 @@ class _Script:
 @cache
 def _script(name: str) -> _Script:
     """A script's source: lua/common.lua, then lua/<name>.lua."""
-    import hashlib
-
     source = (_LUA / "common.lua").read_text() + "\n" + (_LUA / f"{name}.lua").read_text()
     return _Script(name, source, hashlib.sha1(source.encode()).hexdigest())  # noqa: S324 (the server's script id)
 
@@ -246,9 +245,7 @@ class HistoryStore:
         key = self.key(profile_id)
         if query.asset_ids:
             items = self._run("get_items", profile_id, list(dict.fromkeys(query.asset_ids)))
-            found = sorted(
-                (json.loads(p) for p in items if p), key=lambda v: (-v[1], v[0])
-            )
+            found = sorted((json.loads(p) for p in items if p), key=lambda v: (-v[1], v[0]))
             return _page_of(selection, [json.dumps(v) for v in found])
         if query.cursor is None:
             prefix = max(self.settings.read_prefix_items, query.limit + 1)
@@ -275,7 +272,7 @@ class HistoryStore:
     def _json_get(self, key: str, path: str) -> list[Any]:
         """The values a $-path selects: the array's items for "$.h", the slice's for a slice."""
         try:
-            raw = self.client.execute_command("JSON.GET", key, path)
+            raw = self.client.execute_command("JSON.GET", key, path)  # type: ignore[no-untyped-call]
         except (RedisError, RedisClusterException, OSError) as exc:
             raise StoreUnavailableError(f"reading {key}: {exc}") from exc
         if raw is None:
@@ -307,8 +304,9 @@ class HistoryStore:
         todo = list(range(len(calls)))
         for attempt in range(2):
             results = self._pipeline(script.sha, [(keys[i], calls[i][1]) for i in todo])
-            missing = [i for i, r in zip(todo, results, strict=True) if isinstance(r, NoScriptError)]
-            for i, res in zip(todo, results, strict=True):
+            pairs = list(zip(todo, results, strict=True))
+            missing = [i for i, r in pairs if isinstance(r, NoScriptError)]
+            for i, res in pairs:
                 if not isinstance(res, NoScriptError):
                     replies[i] = _as_reply(res, keys[i])
             if not missing:

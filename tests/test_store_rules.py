@@ -1,0 +1,512 @@
+"""The store's contract (rules 1-6 of the data model) on the real engine.
+
+Every test runs twice: against the standalone server and the 3-primary cluster.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import threading
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+import redis
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pydantic import ValidationError
+from watch_history.codec import ITEM_FIELDS
+from watch_history.errors import InvalidInputError, StaleUpdateError, StoreUnavailableError
+from watch_history.models import EventType, HistoryQuery, ProgressUpdate, epoch_ms
+from watch_history.settings import Settings
+from watch_history.store import _LUA, HistoryStore, RecordOutcome
+
+from tests.model import HistoryModel
+
+NOW = datetime.now(UTC).replace(microsecond=0)
+
+
+def update(
+    profile: str,
+    asset_id: str,
+    at: datetime | int,
+    position: float = 100.0,
+    duration: float | None = 1000.0,
+    **extra: Any,
+) -> ProgressUpdate:
+    return ProgressUpdate(
+        profile_id=profile,
+        asset_id=asset_id,
+        position=position,
+        duration=duration,
+        event_time=at,
+        **extra,
+    )
+
+
+def items(store: HistoryStore, profile: str) -> list[dict[str, Any]]:
+    page = store.query(profile, HistoryQuery(limit=100))
+    return [i.to_api() for i in page.items]
+
+
+def document(store: HistoryStore, profile: str) -> dict[str, Any]:
+    raw = store.client.execute_command("JSON.GET", store.key(profile), "$")  # type: ignore[no-untyped-call]
+    doc: dict[str, Any] = json.loads(raw)[0]
+    return doc
+
+
+# --- rule 1: one item per asset ---------------------------------------------------------------
+
+
+def test_one_item_per_asset_however_often_it_is_written(store: HistoryStore, profile_id: str):
+    for k in range(5):
+        store.record_progress(update(profile_id, "m1", NOW - timedelta(minutes=10 - k), 10.0 * k))
+    store.record_batch([update(profile_id, "m1", NOW - timedelta(minutes=3), 99.0)] * 3)
+    doc = document(store, profile_id)
+    assert doc["ids"] == ["m1"]
+    assert len(doc["h"]) == 1
+    assert items(store, profile_id)[0]["position"] == 99.0
+
+
+# --- rule 2: last writer wins by eventTime ----------------------------------------------------
+
+
+def test_older_and_equal_updates_change_nothing_but_first_watched(
+    store: HistoryStore, profile_id: str
+):
+    t = NOW - timedelta(hours=1)
+    stored = store.record_progress(
+        update(profile_id, "m1", t, 500.0, asset={"title": "Final", "sport": "cricket"})
+    )
+    with pytest.raises(StaleUpdateError) as equal:
+        store.record_progress(update(profile_id, "m1", t, 10.0))
+    assert equal.value.item == stored
+    with pytest.raises(StaleUpdateError) as older:
+        store.record_progress(update(profile_id, "m1", t - timedelta(minutes=5), 20.0))
+    assert older.value.reason == "stale"
+    (item,) = items(store, profile_id)
+    assert item["position"] == 500.0
+    assert item["lastWatchedAt"] == stored.to_api()["lastWatchedAt"]
+    assert item["firstWatchedAt"] == (t - timedelta(minutes=5)).isoformat().replace(
+        "+00:00", ".000Z"
+    )
+
+
+def test_missing_asset_fields_keep_their_stored_values(store: HistoryStore, profile_id: str):
+    store.record_progress(
+        update(
+            profile_id,
+            "m1",
+            NOW - timedelta(minutes=2),
+            asset={"type": "match", "title": "CSK v MI", "sport": "cricket", "teams": ["csk"]},
+            device_id="tv-1",
+        )
+    )
+    after = store.record_progress(
+        update(profile_id, "m1", NOW - timedelta(minutes=1), 300.0, duration=None)
+    )
+    assert after.title == "CSK v MI"
+    assert after.teams == ["csk"]
+    assert after.device_id == "tv-1"
+    assert after.duration == 1000.0
+    assert after.position == 300.0
+
+
+# --- rule 3: completion -----------------------------------------------------------------------
+
+
+def test_completion_by_threshold_by_event_and_kept_completed_at_on_rewatch(
+    store: HistoryStore, profile_id: str
+):
+    t = NOW - timedelta(hours=2)
+    done = store.record_progress(update(profile_id, "m1", t, 900.0, 1000.0))
+    assert done.completed
+    assert done.progress == 0.9
+    assert done.completed_at == t
+    rewatch = store.record_progress(update(profile_id, "m1", t + timedelta(hours=1), 60.0))
+    assert not rewatch.completed
+    assert rewatch.completed_at == t  # kept when a rewatch starts
+    live = store.record_progress(update(profile_id, "live1", t, 5.0, None, event_type="complete"))
+    assert live.completed
+    assert live.progress is None
+    assert live.duration is None
+
+
+def test_in_progress_needs_the_minimum_resume_position(
+    make_store: Callable[..., HistoryStore], profile_id: str
+):
+    store = make_store(min_resume_seconds=30)
+    t = NOW - timedelta(minutes=30)
+    store.record_batch(
+        [
+            update(profile_id, "barely", t, 29.0),
+            update(profile_id, "resumable", t + timedelta(seconds=1), 30.0),
+            update(profile_id, "finished", t + timedelta(seconds=2), 1000.0),
+        ]
+    )
+    in_progress = store.continue_watching(profile_id).items
+    assert [i.asset_id for i in in_progress] == ["resumable"]
+    everything = store.query(profile_id, HistoryQuery()).items
+    assert {i.asset_id for i in everything} == {"barely", "resumable", "finished"}
+
+
+# --- rule 4: removal and tombstones -----------------------------------------------------------
+
+
+def test_removed_asset_is_not_resurrected_by_late_updates(store: HistoryStore, profile_id: str):
+    t = NOW - timedelta(minutes=10)
+    store.record_progress(update(profile_id, "m1", t, 100.0))
+    assert store.remove(profile_id, ["m1"]) == 1
+    assert store.get_item(profile_id, "m1") is None
+    late = update(profile_id, "m1", t + timedelta(minutes=1), 200.0)  # in flight before removal
+    with pytest.raises(StaleUpdateError) as err:
+        store.record_progress(late)
+    assert err.value.reason == "ignored"
+    assert err.value.item is None
+    assert store.record_batch([late, late]).outcomes == {
+        0: RecordOutcome.IGNORED,
+        1: RecordOutcome.IGNORED,
+    }
+    assert items(store, profile_id) == []
+    assert store.remove(profile_id, ["m1"]) == 0  # idempotent
+
+
+def test_a_newer_update_after_removal_starts_a_new_item(store: HistoryStore, profile_id: str):
+    store.record_progress(update(profile_id, "m1", NOW - timedelta(hours=3), 100.0))
+    store.remove(profile_id, ["m1"])
+    tombstone = document(store, profile_id)["tts"][0]
+    again = NOW + timedelta(hours=1)  # played again, after the removal
+    assert epoch_ms(again) > tombstone
+    item = store.record_progress(update(profile_id, "m1", again, 5.0))
+    assert item.first_watched_at == again  # a new item: its history starts over
+
+
+def test_tombstone_is_at_least_the_removed_items_last_watched(store: HistoryStore, profile_id: str):
+    future = NOW + timedelta(hours=2)  # a clock-skewed player, still within 24 h
+    store.record_progress(update(profile_id, "m1", future, 100.0))
+    store.remove(profile_id, ["m1"])
+    assert document(store, profile_id)["tts"] == [epoch_ms(future)]
+    with pytest.raises(StaleUpdateError):
+        store.record_progress(update(profile_id, "m1", future - timedelta(minutes=1), 1.0))
+
+
+def test_clear_hides_everything_and_late_updates_stay_out(store: HistoryStore, profile_id: str):
+    t = NOW - timedelta(minutes=5)
+    store.record_batch([update(profile_id, f"a{k}", t + timedelta(seconds=k)) for k in range(5)])
+    assert store.clear(profile_id) == 5
+    assert items(store, profile_id) == []
+    result = store.record_batch([update(profile_id, "a1", t + timedelta(minutes=1))])
+    assert result.outcomes == {0: RecordOutcome.IGNORED}
+    doc = document(store, profile_id)
+    assert doc["h"] == []
+    assert doc["ids"] == []
+    assert doc["wm"] >= epoch_ms(t)
+
+
+def test_remove_on_a_profile_never_seen_still_guards_against_late_updates(
+    store: HistoryStore, profile_id: str
+):
+    store.remove(profile_id, ["m1"])
+    with pytest.raises(StaleUpdateError):
+        store.record_progress(update(profile_id, "m1", NOW - timedelta(seconds=1)))
+
+
+def test_expired_tombstones_are_pruned(make_store: Callable[..., HistoryStore], profile_id: str):
+    store = make_store(tombstone_ttl_days=1e-9)  # expire within the next millisecond
+    store.remove(profile_id, ["old"])
+    first = document(store, profile_id)["tts"][0]
+    while _server_ms(store) <= first:  # wait for the server's clock, not a fixed time
+        pass
+    store.remove(profile_id, ["new"])
+    assert document(store, profile_id)["tid"] == ["new"]
+
+
+def _server_ms(store: HistoryStore) -> int:
+    seconds, micros = (
+        store.client.time()
+        if not hasattr(store.client, "get_primaries")
+        else (store.client.time(target_nodes=store.client.get_primaries()[0]))
+    )
+    return int(seconds) * 1000 + int(micros) // 1000
+
+
+# --- rule 5: bounded size ---------------------------------------------------------------------
+
+
+def test_oldest_items_go_past_max_items_ties_lowest_asset_id(
+    make_store: Callable[..., HistoryStore], profile_id: str
+):
+    store = make_store(max_items=3)
+    t = NOW - timedelta(hours=1)
+    store.record_batch(
+        [
+            update(profile_id, "b", t),
+            update(profile_id, "a", t),  # tie with b: a (lowest id) goes first
+            update(profile_id, "c", t + timedelta(minutes=1)),
+            update(profile_id, "d", t + timedelta(minutes=2)),
+        ]
+    )
+    assert [i["assetId"] for i in items(store, profile_id)] == ["d", "c", "b"]
+    store.record_progress(update(profile_id, "e", t + timedelta(minutes=3)))
+    assert [i["assetId"] for i in items(store, profile_id)] == ["e", "d", "c"]
+    assert document(store, profile_id)["ids"] == ["e", "d", "c"]
+
+
+# --- rule 6: order independence (property test against a plain-Python model) ------------------
+
+ASSETS = ["m1", "m2", "ep-1", "ep-2", "live"]
+
+
+@st.composite
+def update_sets(draw: st.DrawFn) -> list[ProgressUpdate]:
+    """Updates of a few assets; each asset's description agrees across its updates (it
+    describes the asset) though any update may leave it out; times distinct per asset.
+    A VOD asset's updates all carry its duration, a live one's none (players know it):
+    completion by progress is judged with the duration known when an update lands."""
+    base = NOW - timedelta(days=1)
+    out: list[ProgressUpdate] = []
+    for asset in draw(st.lists(st.sampled_from(ASSETS), min_size=1, max_size=4, unique=True)):
+        duration = draw(st.sampled_from([None, 600.0, 5400.0]))
+        meta = {
+            "type": draw(st.sampled_from(["match", "episode"])),
+            "title": f"Title of {asset}",
+            "sport": draw(st.sampled_from([None, "cricket", "football"])),
+            "teams": draw(st.sampled_from([None, ["csk", "mi"], ["ars"]])),
+            "season": draw(st.sampled_from([None, 1, 2])),
+        }
+        device = draw(st.sampled_from([None, "tv-1"]))
+        offsets = draw(st.lists(st.integers(0, 3_600_000), min_size=1, max_size=6, unique=True))
+        for offset in offsets:
+            out.append(
+                ProgressUpdate(
+                    profile_id="x",
+                    asset_id=asset,
+                    position=draw(st.sampled_from([0.0, 10.0, 45.0, 500.0, 5000.0])),
+                    duration=duration,
+                    event_time=base + timedelta(milliseconds=offset),
+                    event_type=draw(st.sampled_from(["heartbeat", "start", "pause", "complete"])),
+                    device_id=device if draw(st.booleans()) else None,
+                    asset={k: v for k, v in meta.items() if draw(st.booleans())} or None,
+                )
+            )
+    return out
+
+
+def _for(profile: str, updates: list[ProgressUpdate]) -> list[ProgressUpdate]:
+    return [u.model_copy(update={"profile_id": profile}) for u in updates]
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+@given(data=st.data(), updates=update_sets())
+def test_order_and_duplicates_do_not_change_the_result(
+    store: HistoryStore, profile_id: str, data: st.DataObject, updates: list[ProgressUpdate]
+):
+    duplicated = updates + data.draw(st.lists(st.sampled_from(updates), max_size=5))
+    order_a = data.draw(st.permutations(duplicated))
+    order_b = data.draw(st.permutations(duplicated))
+    run = uuid.uuid4().hex[:8]  # a fresh profile per example (fixtures live per test)
+    batch_profile, single_profile = f"{profile_id}-{run}-b", f"{profile_id}-{run}-s"
+
+    store.record_batch(_for(batch_profile, order_a))  # collapsed per asset, one call
+    for u in _for(single_profile, order_b):  # one call per update, another order
+        with contextlib.suppress(StaleUpdateError):
+            store.record_progress(u)
+
+    model = HistoryModel(threshold=store.settings.completion_threshold)
+    for u in sorted(updates, key=lambda u: u.event_time):
+        model.apply(u)
+    expected = model.ordered()
+    assert items(store, batch_profile) == expected
+    assert items(store, single_profile) == expected
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=list(HealthCheck))
+@given(data=st.data(), updates=update_sets())
+def test_collapsed_batches_equal_one_by_one_with_removals_in_between(
+    store: HistoryStore, profile_id: str, data: st.DataObject, updates: list[ProgressUpdate]
+):
+    """Batches separated by removals, some of them falling between the records of one
+    collapsed update (the "split" path): the same end state as the model's."""
+    profile = f"{profile_id}-{uuid.uuid4().hex[:8]}"
+    # times around the server's now, so removals (tombstone = now) fall among them
+    now = datetime.now(UTC)
+    shifted = [
+        u.model_copy(
+            update={
+                "profile_id": profile,
+                "event_time": u.event_time + (now - NOW) + timedelta(hours=23, minutes=30),
+            }
+        )
+        for u in updates
+    ]
+    shifted = data.draw(st.permutations(shifted))
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(shifted)), max_size=3)))
+    model = HistoryModel(threshold=store.settings.completion_threshold)
+    start = 0
+    for cut in [*cuts, len(shifted)]:
+        batch = shifted[start:cut]
+        result = store.record_batch(batch)
+        assert not result.failures
+        for u in batch:
+            model.apply(u)
+        start = cut
+        if cut < len(shifted):
+            victim = data.draw(st.sampled_from(ASSETS))
+            store.remove(profile, [victim])
+            doc = document(store, profile)
+            model.tombstones[victim] = doc["tts"][doc["tid"].index(victim)]
+            model.items.pop(victim, None)
+    assert items(store, profile) == model.ordered()
+
+
+# --- concurrency ------------------------------------------------------------------------------
+
+
+def test_fifty_concurrent_writers_on_one_profile_lose_no_update(
+    store: HistoryStore, profile_id: str
+):
+    writers = 50
+    barrier = threading.Barrier(writers)
+    errors: list[BaseException] = []
+    t = NOW - timedelta(hours=1)
+
+    def write(w: int) -> None:
+        try:
+            barrier.wait()
+            for k in range(4):
+                # every writer: its own asset, and one asset all of them fight over
+                store.record_batch(
+                    [
+                        update(profile_id, f"own-{w}", t + timedelta(seconds=k), float(k)),
+                        update(profile_id, "shared", t + timedelta(seconds=w * 4 + k), float(w)),
+                    ]
+                )
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write, args=(w,)) for w in range(writers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    got = {i["assetId"]: i for i in items(store, profile_id)}
+    assert set(got) == {f"own-{w}" for w in range(writers)} | {"shared"}
+    assert all(got[f"own-{w}"]["position"] == 3.0 for w in range(writers))
+    assert got["shared"]["position"] == float(writers - 1)  # the newest eventTime won
+    assert got["shared"]["firstWatchedAt"] == t.isoformat().replace("+00:00", ".000Z")
+    doc = document(store, profile_id)
+    assert len(doc["ids"]) == len(set(doc["ids"])) == writers + 1
+
+
+# --- ids that try to break a JSONPath, a hash tag or a script ---------------------------------
+
+HOSTILE_IDS = ['a"]', "x)||@.y", "{p}", "a b", "", "$..*", "a'b", "x" * 129, "ü", "a\nb"]
+
+
+@pytest.mark.parametrize("bad", HOSTILE_IDS)
+def test_hostile_ids_are_rejected_with_a_clear_error_and_nothing_stored(
+    store: HistoryStore, profile_id: str, bad: str
+):
+    with pytest.raises(ValidationError, match="String should match pattern"):
+        update(profile_id, bad, NOW)
+    with pytest.raises(ValidationError, match="String should match pattern"):
+        update(bad, "m1", NOW)
+    # the store checks again for callers that skip the schema
+    forged = ProgressUpdate.model_construct(
+        profile_id=profile_id,
+        asset_id=bad,
+        position=1.0,
+        event_time=NOW,
+        event_type=EventType.HEARTBEAT,
+    )
+    with pytest.raises(InvalidInputError, match="not a valid id"):
+        store.record_progress(forged)
+    assert store.record_batch([forged]).failures[0].args[0].startswith("assetId")
+    for call in (
+        lambda: store.remove(profile_id, [bad]),
+        lambda: store.get_item(profile_id, bad),
+        lambda: store.query(bad, HistoryQuery()),
+        lambda: store.clear(bad),
+    ):
+        with pytest.raises(InvalidInputError, match="not a valid id"):
+            call()
+    assert store.client.exists(store.key(profile_id)) == 0
+
+
+def test_event_time_far_in_the_future_is_refused(store: HistoryStore, profile_id: str):
+    with pytest.raises(InvalidInputError, match="in the future"):
+        store.record_progress(update(profile_id, "m1", NOW + timedelta(hours=25)))
+    assert store.client.exists(store.key(profile_id)) == 0
+
+
+# --- the server side --------------------------------------------------------------------------
+
+
+def test_scripts_come_back_after_the_server_forgets_them(store: HistoryStore, profile_id: str):
+    store.record_progress(update(profile_id, "m1", NOW - timedelta(minutes=2)))
+    store.client.script_flush()  # what a failover or restart does to the script cache
+    assert store.record_batch([update(profile_id, "m1", NOW - timedelta(minutes=1), 7.0)]).outcomes
+    assert items(store, profile_id)[0]["position"] == 7.0
+
+
+def test_an_unreachable_server_is_a_retryable_error_for_every_update(profile_id: str):
+    dead = redis.Redis(port=1, socket_connect_timeout=0.2)
+    store = HistoryStore(dead, Settings(redis_url="redis://127.0.0.1:1"))
+    result = store.record_batch([update(profile_id, "m1", NOW), update(profile_id, "m2", NOW)])
+    assert set(result.failures) == {0, 1}
+    assert all(isinstance(e, StoreUnavailableError) for e in result.failures.values())
+    with pytest.raises(StoreUnavailableError):
+        store.query(profile_id, HistoryQuery())
+
+
+def test_a_key_holding_something_else_fails_only_that_profile(store: HistoryStore, profile_id: str):
+    store.client.set(store.key(profile_id + "-x"), "not a history")
+    result = store.record_batch(
+        [update(profile_id + "-x", "m1", NOW), update(profile_id, "m1", NOW)]
+    )
+    assert isinstance(result.failures[0], StoreUnavailableError)
+    assert result.outcomes == {1: RecordOutcome.APPLIED}
+
+
+def test_lua_and_python_agree_on_the_item_layout():
+    common = (_LUA / "common.lua").read_text()
+    positions = {
+        name: int(value)
+        for names, values in re.findall(r"local (F_[A-Z_, ]+) = ([0-9, ]+)\n", common)
+        for name, value in zip(names.split(", "), values.split(", "), strict=True)
+    }
+    lua_names = {
+        "F_ID": "asset_id",
+        "F_LAST": "last_watched_at",
+        "F_POS": "position",
+        "F_DUR": "duration",
+        "F_FIRST": "first_watched_at",
+        "F_DONE": "completed",
+        "F_DONE_AT": "completed_at",
+        "F_DEVICE": "device_id",
+        "F_TYPE": "asset_type",
+        "F_SEASON": "season",
+        "F_EPISODE": "episode",
+    }
+    for lua, python in lua_names.items():
+        assert positions[lua] == ITEM_FIELDS.index(python) + 1, lua
+    assert f"local N_FIELDS = {len(ITEM_FIELDS)}" in common
+
+
+def test_the_history_array_stays_sorted_and_aligned_with_its_ids(
+    store: HistoryStore, profile_id: str
+):
+    t = NOW - timedelta(hours=5)
+    store.record_batch(
+        [update(profile_id, f"a{k % 7}", t + timedelta(minutes=(k * 37) % 101)) for k in range(60)]
+    )
+    doc = document(store, profile_id)
+    decoded = [json.loads(p) for p in doc["h"]]
+    assert [v[0] for v in decoded] == doc["ids"]
+    keys = [(-v[1], v[0]) for v in decoded]
+    assert keys == sorted(keys)
