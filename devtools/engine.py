@@ -353,6 +353,11 @@ class Engine:
         atexit.register(self.stop)
 
     @property
+    def pids(self) -> tuple[int, ...]:
+        """Process ids of the servers (benchmarks pin them to a core)."""
+        return tuple(n.proc.pid for n in self._nodes)
+
+    @property
     def running(self) -> bool:
         """True until ``stop()`` was called."""
         return not self._stopped

@@ -54,7 +54,7 @@ def items(store: HistoryStore, profile: str) -> list[dict[str, Any]]:
 
 
 def document(store: HistoryStore, profile: str) -> dict[str, Any]:
-    raw = store.client.execute_command("JSON.GET", store.key(profile), "$")  # type: ignore[no-untyped-call]
+    raw = store.client.execute_command("JSON.GET", store.key(profile), "$")
     doc: dict[str, Any] = json.loads(raw)[0]
     return doc
 

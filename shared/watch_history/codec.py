@@ -30,7 +30,9 @@ from __future__ import annotations
 import json
 from typing import Any, Final
 
-from watch_history.models import HistoryItem, epoch_ms, from_epoch_ms
+from pydantic import TypeAdapter
+
+from watch_history.models import HistoryItem, epoch_ms
 
 LAYOUT_VERSION: Final = 1
 
@@ -63,21 +65,25 @@ def decode_item(packed: str | bytes) -> HistoryItem:
 
 
 def item_from_values(values: list[Any]) -> HistoryItem:
-    """The API model of an item's decoded array.
+    """The API model of an item's decoded array."""
+    return items_from_values([values])[0]
 
-    Trusts the layout (the server scripts wrote it from validated updates), so it
-    builds the model without re-validating: this sits on the hot read path.
-    """
-    fields: dict[str, Any] = {}
-    for name, value in zip(ITEM_FIELDS, values, strict=False):
-        if value is None:
-            continue
-        fields[name] = from_epoch_ms(value) if name in _TIME_FIELDS else value
-    fields["completed"] = bool(fields.get("completed"))
-    duration = fields.get("duration")
-    if duration:
-        fields["progress"] = min(1.0, round(fields["position"] / duration, 4))
-    return HistoryItem.model_construct(**fields)
+
+def items_from_values(many: list[list[Any]]) -> list[HistoryItem]:
+    """The API models of decoded items, validated in one call into pydantic-core
+    (several times faster than ``model_construct`` per item: this is the hot read path)."""
+    rows = []
+    for values in many:
+        fields = dict(zip(ITEM_FIELDS, values, strict=False))
+        fields["completed"] = bool(fields.get("completed"))
+        duration = fields.get("duration")
+        if duration:
+            fields["progress"] = min(1.0, round(fields["position"] / duration, 4))
+        rows.append(fields)
+    return _ITEMS.validate_python(rows)
+
+
+_ITEMS: Final = TypeAdapter(list[HistoryItem])
 
 
 def encode_item(item: HistoryItem) -> str:

@@ -106,6 +106,10 @@ EventTime = Annotated[
 """A UTC instant with millisecond precision; in: RFC 3339 or epoch ms; out: RFC 3339."""
 
 
+Timestamp = Annotated[datetime, PlainSerializer(rfc3339_ms, return_type=str)]
+"""A stored instant: parsed by pydantic-core (epoch ms or RFC 3339), out as RFC 3339 ms."""
+
+
 class _Schema(BaseModel):
     model_config = ConfigDict(
         alias_generator=to_camel,
@@ -192,9 +196,9 @@ class HistoryItem(_Schema):
     duration: float | None = Field(None, description="seconds; absent for live")
     progress: float | None = Field(None, description="position/duration, 0..1")
     completed: bool = False
-    completed_at: EventTime | None = None
-    first_watched_at: EventTime
-    last_watched_at: EventTime
+    completed_at: Timestamp | None = None
+    first_watched_at: Timestamp
+    last_watched_at: Timestamp
     device_id: str | None = None
 
     def to_api(self) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from watch_history.codec import ITEM_FIELDS, item_from_values
+from watch_history.codec import ITEM_FIELDS, items_from_values
 from watch_history.errors import InvalidInputError
 from watch_history.models import HistoryPage, HistoryQuery, Status
 
@@ -67,6 +67,13 @@ class Cursor:
 
 def query_hash(query: HistoryQuery) -> str:
     return hashlib.blake2b(query.filter_key().encode(), digest_size=6).hexdigest()
+
+
+def decode_all(packed_items: Iterable[str | bytes]) -> list[list[Any]]:
+    """Decode many packed items with one call into the JSON parser (not one each)."""
+    texts = [p.decode() if isinstance(p, bytes) else p for p in packed_items]
+    decoded: list[list[Any]] = json.loads("[" + ",".join(texts) + "]")
+    return decoded
 
 
 class Selection:
@@ -124,8 +131,7 @@ class Selection:
         """Matching items (decoded to their value lists) after the cursor, in order."""
         seen_groups: set[Any] = set()
         collapse = self.query.collapse is not None
-        for packed in packed_items:
-            values: list[Any] = json.loads(packed)
+        for values in decode_all(packed_items):
             if not self.matches(values):
                 continue
             if collapse:
@@ -151,7 +157,7 @@ class Selection:
             return None
         more = len(chosen) > limit
         chosen = chosen[:limit]
-        items = [item_from_values(values) for values in chosen]
+        items = items_from_values(chosen)
         next_cursor = None
         if more:
             last = chosen[-1]

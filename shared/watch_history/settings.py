@@ -48,7 +48,7 @@ class Settings(BaseSettings):
 
     # --- reads ------------------------------------------------------------------------
     read_prefix_items: Annotated[int, Field(ge=1, le=10_000)] = Field(
-        48,
+        40,
         description="items fetched first for a page; the whole array only when they do not fill it",
     )
 

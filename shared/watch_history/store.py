@@ -248,7 +248,13 @@ class HistoryStore:
             found = sorted((json.loads(p) for p in items if p), key=lambda v: (-v[1], v[0]))
             return _page_of(selection, [json.dumps(v) for v in found])
         if query.cursor is None:
-            prefix = max(self.settings.read_prefix_items, query.limit + 1)
+            prefix = query.limit + 1
+            if (
+                query.status is not Status.ALL
+                or query.collapse
+                or query.filter_key() != _NO_FILTERS
+            ):
+                prefix = max(self.settings.read_prefix_items, prefix)
             packed = self._json_get(key, f"$.h[0:{prefix}]")
             page = selection.page(packed, complete=len(packed) < prefix)
             if page is not None:
@@ -272,7 +278,7 @@ class HistoryStore:
     def _json_get(self, key: str, path: str) -> list[Any]:
         """The values a $-path selects: the array's items for "$.h", the slice's for a slice."""
         try:
-            raw = self.client.execute_command("JSON.GET", key, path)  # type: ignore[no-untyped-call]
+            raw = self.client.execute_command("JSON.GET", key, path)
         except (RedisError, RedisClusterException, OSError) as exc:
             raise StoreUnavailableError(f"reading {key}: {exc}") from exc
         if raw is None:
@@ -337,6 +343,9 @@ class HistoryStore:
             self.client.script_load(script.source)
         except (RedisError, RedisClusterException, OSError) as exc:
             raise StoreUnavailableError(f"loading script {script.name}: {exc}") from exc
+
+
+_NO_FILTERS: Final = HistoryQuery().filter_key()
 
 
 def _as_reply(result: Any, key: str) -> Any | HistoryError:

@@ -1,0 +1,309 @@
+"""The README's numbers: recorder throughput, reader latency, memory per item.
+
+    python -m devtools.bench all|recorder|reader|memory [--profiles N] [--items N]
+
+Starts its own standalone engine (pinned to core 1, this process to core 0, when the
+machine has two cores) unless REDIS_URL is set. Every comparison runs in the same
+process against the same server, so the ratios hold on other machines even where the
+absolute numbers do not. Bounded: fixed counts, a few repetitions, then it stops.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import importlib.util
+import json
+import os
+import random
+import statistics
+import sys
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import redis
+from watch_history import runtime
+from watch_history.models import HistoryQuery, ProgressUpdate, epoch_ms
+from watch_history.settings import Settings
+from watch_history.store import HistoryStore
+
+from devtools.engine import start_standalone
+
+ROOT = Path(__file__).resolve().parent.parent
+SPORTS = [
+    ("cricket", "ipl-2026", ["csk", "mi", "rcb", "kkr", "gt", "dc"]),
+    ("football", "premier-league-2026-27", ["ars", "che", "liv", "mci", "mun", "tot"]),
+]
+
+
+@contextlib.contextmanager
+def engine_url() -> Iterator[str]:
+    """REDIS_URL, or a fresh standalone engine pinned to the second core."""
+    if os.environ.get("REDIS_URL"):
+        yield os.environ["REDIS_URL"]
+        return
+    with start_standalone() as engine:
+        if (os.cpu_count() or 1) >= 2:
+            os.sched_setaffinity(0, {0})
+            for pid in engine.pids:
+                os.sched_setaffinity(pid, {1})
+        yield engine.url
+
+
+def asset_update(profile: str, k: int, at: datetime, rng: random.Random) -> dict[str, Any]:
+    """One realistic update of asset number k of a profile, in the wire shape."""
+    if k % 3:
+        show = f"show-{k % 17}"
+        asset = {
+            "type": "episode",
+            "title": f"The Long Show S{k % 4 + 1} E{k % 12 + 1}: A Title of Some Length",
+            "show": show,
+            "season": k % 4 + 1,
+            "episode": k % 12 + 1,
+        }
+        duration = 2700.0
+    else:
+        sport, series, teams = SPORTS[k % 2]
+        pair = rng.sample(teams, 2)
+        asset = {
+            "type": "match",
+            "title": f"{pair[0].upper()} v {pair[1].upper()}, Match {k}",
+            "sport": sport,
+            "series": series,
+            "teams": pair,
+        }
+        duration = 10800.0
+    return {
+        "profileId": profile,
+        "assetId": f"{asset['type']}-{k:06d}",
+        "position": rng.choice([5.0, 120.0, 900.0, 2000.0, duration]),
+        "duration": duration,
+        "eventTime": epoch_ms(at),
+        "eventType": "heartbeat",
+        "deviceId": f"device-{rng.randrange(4)}",
+        "asset": asset,
+    }
+
+
+def seed(store: HistoryStore, profiles: list[str], items: int, rng: random.Random) -> datetime:
+    """Give each profile ``items`` history items; returns the time of the newest."""
+    start = datetime.now(UTC) - timedelta(days=60)
+    batch: list[ProgressUpdate] = []
+    for p in profiles:
+        for k in range(items):
+            at = start + timedelta(minutes=k * 7)
+            batch.append(ProgressUpdate.model_validate(asset_update(p, k, at, rng)))
+        if len(batch) >= 20_000:
+            store.record_batch(batch)
+            batch = []
+    store.record_batch(batch)
+    return start + timedelta(minutes=items * 7)
+
+
+def load_handler(name: str) -> ModuleType:
+    path = ROOT / "functions" / name / "app.py"
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def kinesis_event(records: list[dict[str, Any]]) -> dict[str, Any]:
+    arn = "arn:aws:kinesis:us-east-1:123456789012:stream/watch-history"
+    out = []
+    for n, record in enumerate(records):
+        seq = f"{49_000_000_000_000_000_000 + n}"
+        out.append(
+            {
+                "kinesis": {
+                    "kinesisSchemaVersion": "1.0",
+                    "partitionKey": record["profileId"],
+                    "sequenceNumber": seq,
+                    "data": base64.b64encode(json.dumps(record).encode()).decode(),
+                    "approximateArrivalTimestamp": time.time(),
+                },
+                "eventSource": "aws:kinesis",
+                "eventVersion": "1.0",
+                "eventID": f"shardId-000000000000:{seq}",
+                "eventName": "aws:kinesis:record",
+                "invokeIdentityArn": "arn:aws:iam::123456789012:role/bench",
+                "awsRegion": "us-east-1",
+                "eventSourceARN": arn,
+            }
+        )
+    return {"Records": out}
+
+
+class Context:
+    function_name = "bench"
+    memory_limit_in_mb = 1024
+    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:bench"
+    aws_request_id = "bench"
+
+    @staticmethod
+    def get_remaining_time_in_millis() -> int:
+        return 60_000
+
+
+def timed(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def bench_recorder(url: str, n_profiles: int, items: int, records: int, rounds: int) -> None:
+    client = redis.Redis.from_url(url)
+    settings = Settings(redis_url=url, key_prefix="bench:")
+    store = HistoryStore(client, settings)
+    runtime.set_store(store)
+    os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
+    os.environ.setdefault("POWERTOOLS_METRICS_NAMESPACE", "bench")
+    os.environ.setdefault("POWERTOOLS_SERVICE_NAME", "bench")
+    os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
+    rng = random.Random(7)
+    profiles = [f"bp-{i:05d}" for i in range(n_profiles)]
+    t0 = time.perf_counter()
+    newest = seed(store, profiles, items, rng)
+    print(f"seeded {n_profiles} profiles x {items} items in {time.perf_counter() - t0:.1f} s")
+    recorder = load_handler("history_recorder")
+
+    # the floor: one bare JSON.ARRAPPEND per record, pipelined, onto same-sized arrays
+    doc = client.execute_command("JSON.GET", store.key(profiles[0]), "$")
+    for p in profiles:
+        client.execute_command("JSON.SET", f"floor:{{{p}}}", "$", json.loads(doc)[0] and doc[1:-1])
+    packed = json.loads(doc)[0]["h"][0]
+
+    floor_rates, handler_rates = [], []
+    for r in range(rounds):
+        # heartbeats of what each profile watches now (plus a new title now and then),
+        # every profile's records spread through the batch as a stream delivers them
+        at = newest + timedelta(minutes=10 * (r + 1))
+        batch = []
+        per_profile = records // n_profiles
+        for step in range(per_profile):
+            for p in profiles:
+                k = items - 1 if rng.random() < 0.9 else items + r * 10 + step
+                update = asset_update(p, k, at + timedelta(seconds=10 * step), rng)
+                batch.append(update)
+        event = kinesis_event(batch)
+
+        def floor(batch: list[dict[str, Any]] = batch) -> None:
+            pipe = client.pipeline(transaction=False)
+            for update in batch:
+                pipe.execute_command(
+                    "JSON.ARRAPPEND", f"floor:{{{update['profileId']}}}", "$.h", json.dumps(packed)
+                )
+            pipe.execute()
+
+        floor_rates.append(len(batch) / timed(floor))
+        result: dict[str, Any] = {}
+
+        def handle(event: dict[str, Any] = event, result: dict[str, Any] = result) -> None:
+            result.update(recorder.lambda_handler(event, Context()))
+
+        handler_rates.append(len(batch) / timed(handle))
+        assert not result.get("batchItemFailures"), result
+    floor_rate, handler_rate = statistics.median(floor_rates), statistics.median(handler_rates)
+    print(f"\n## Recorder: {records} records over {n_profiles} profiles of ~{items} items")
+    print(f"| path | records/s (median of {rounds}) |")
+    print("|---|---|")
+    print(f"| floor: pipelined bare JSON.ARRAPPEND per record | {floor_rate:,.0f} |")
+    print(f"| recorder handler (decode, validate, collapse, scripts) | {handler_rate:,.0f} |")
+    print(f"| ratio handler/floor | {handler_rate / floor_rate:.2f} |")
+    print(f"| one batch through the handler | {records / handler_rate * 1000:.0f} ms |")
+
+
+def bench_reader(url: str, n_profiles: int, items: int, samples: int) -> None:
+    client = redis.Redis.from_url(url)
+    settings = Settings(redis_url=url, key_prefix="rbench:")
+    store = HistoryStore(client, settings)
+    rng = random.Random(11)
+    profiles = [f"rp-{i:04d}" for i in range(n_profiles)]
+    seed(store, profiles, items, rng)
+    keys = [store.key(p) for p in profiles]
+
+    def sample(fn: Callable[[int], object]) -> list[float]:
+        lat = []
+        for n in range(samples):
+            start = time.perf_counter()
+            fn(n % n_profiles)
+            lat.append(time.perf_counter() - start)
+        return lat
+
+    def bare(i: int) -> None:
+        client.execute_command("JSON.GET", keys[i], "$")
+
+    def page(i: int) -> None:
+        store.continue_watching(profiles[i], limit=20)
+
+    sample(bare)
+    sample(page)  # warm up both
+    rows = [("bare JSON.GET key $ (whole document)", sample(bare))]
+    rows.append(("HistoryStore.continue_watching(limit=20)", sample(page)))
+    rows.append(("bare JSON.GET key $ (again)", sample(bare)))
+    print(f"\n## Reader: {items}-item profiles, {samples} samples each")
+    print("| call | p50 us | p95 us |")
+    print("|---|---|---|")
+    for name, lat in rows:
+        lat.sort()
+        print(
+            f"| {name} | {lat[len(lat) // 2] * 1e6:.0f} | {lat[int(len(lat) * 0.95)] * 1e6:.0f} |"
+        )
+
+
+def bench_memory(url: str, items: int) -> None:
+    client = redis.Redis.from_url(url)
+    settings = Settings(redis_url=url, key_prefix="mbench:")
+    store = HistoryStore(client, settings)
+    rng = random.Random(3)
+    seed(store, ["m"], items, rng)
+    ours = store.memory_usage("m")
+    text = client.execute_command("JSON.GET", store.key("m"), "$")
+    doc = json.loads(text)[0]
+    decoded = [json.loads(p) for p in doc["h"]]
+    page = store.query("m", HistoryQuery(limit=100))
+    readable = [i.to_api() for i in page.items]
+    readable += [readable[-1]] * (items - len(readable))
+    rows = [("packed item strings + ids (this store)", ours, len(text))]
+    for name, h in [
+        ("readable objects (API shape, ISO times, progress)", readable),
+        ("positional arrays of JSON values", decoded),
+    ]:
+        body = json.dumps({"h": h}, separators=(",", ":"))
+        client.execute_command("JSON.SET", "mbench:alt", "$", body)
+        rows.append((name, client.memory_usage("mbench:alt", samples=0) or 0, len(body)))
+    print(f"\n## Memory: one profile of {items} items (MEMORY USAGE)")
+    print("| encoding | bytes/item | JSON text bytes/item |")
+    print("|---|---|---|")
+    for name, used, size in rows:
+        print(f"| {name} | {used / items:.0f} | {size / items:.0f} |")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("what", choices=["all", "recorder", "reader", "memory"])
+    parser.add_argument("--profiles", type=int, default=2000)
+    parser.add_argument("--items", type=int, default=150)
+    parser.add_argument("--records", type=int, default=10_000)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--samples", type=int, default=3000)
+    args = parser.parse_args(argv)
+    with engine_url() as url:
+        if args.what in ("all", "memory"):
+            bench_memory(url, args.items)
+        if args.what in ("all", "reader"):
+            bench_reader(url, min(args.profiles, 500), args.items, args.samples)
+        if args.what in ("all", "recorder"):
+            bench_recorder(url, args.profiles, args.items, args.records, args.rounds)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
