@@ -279,6 +279,8 @@ class HistoryStore:
         """The values a $-path selects: the array's items for "$.h", the slice's for a slice."""
         try:
             raw = self.client.execute_command("JSON.GET", key, path)
+        except HistoryError:
+            raise  # e.g. the credentials: a ConfigurationError stays one
         except (RedisError, RedisClusterException, OSError) as exc:
             raise StoreUnavailableError(f"reading {key}: {exc}") from exc
         if raw is None:
@@ -333,6 +335,8 @@ class HistoryStore:
             for key, args in calls:
                 pipe.execute_command("EVALSHA", sha, 1, key, *args)
             return list(pipe.execute(raise_on_error=False))
+        except HistoryError as exc:
+            return [exc] * len(calls)
         except (RedisError, RedisClusterException, OSError) as exc:
             error = StoreUnavailableError(f"pipeline of {len(calls)} calls failed: {exc}")
             return [error] * len(calls)
@@ -341,6 +345,8 @@ class HistoryStore:
         try:
             # RedisCluster sends SCRIPT LOAD to every primary.
             self.client.script_load(script.source)
+        except HistoryError:
+            raise
         except (RedisError, RedisClusterException, OSError) as exc:
             raise StoreUnavailableError(f"loading script {script.name}: {exc}") from exc
 
