@@ -7,6 +7,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 export PYTHONPATH := $(CURDIR):$(CURDIR)/shared
+export SAM_CLI_TELEMETRY := 0
 ENGINE := $(PY) -m devtools.engine run
 
 .PHONY: test lint unit demo serve bench bench-recorder bench-reader bench-memory bench-filters openapi build clean

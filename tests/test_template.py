@@ -1,0 +1,336 @@
+"""The deployment: template.yaml, samconfig.toml and the layer's shared/Makefile.
+
+No AWS credentials and no Docker: cfn-lint and ``sam validate --lint`` run offline,
+``sam build`` builds the layer with pip for Lambda's arm64 CPython (wheels only, see
+shared/Makefile) and copies the functions; the built layer is then checked file by file
+(devtools.check_layer) and each built handler is imported with the host's Python.
+The build runs once per module (per xdist worker: use ``--dist loadfile``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from cfnlint.decode.cfn_yaml import load as load_cfn_yaml  # type: ignore[import-untyped]
+from redis.cluster import RedisCluster
+from watch_history.settings import Settings
+
+from devtools.check_layer import EM_AARCH64, check_layer, elf_machine
+from devtools.engine import start_cluster
+
+REPO = Path(__file__).resolve().parents[1]
+TEMPLATE = REPO / "template.yaml"
+BIN = Path(sys.executable).parent  # the venv's bin: cfn-lint and sam live next to python
+SHARED = REPO / "shared"
+
+FUNCTIONS = {
+    "HistoryRecorderFunction": "functions/history_recorder/",
+    "HistoryReaderFunction": "functions/history_reader/",
+    "HistoryWriterFunction": "functions/history_writer/",
+}
+ROUTES = {
+    "HistoryReaderFunction": {
+        ("GET", "/profiles/{profileId}/history"),
+        ("GET", "/profiles/{profileId}/history/{assetId}"),
+    },
+    "HistoryWriterFunction": {
+        ("PUT", "/profiles/{profileId}/history/{assetId}"),
+        ("DELETE", "/profiles/{profileId}/history/{assetId}"),
+        ("DELETE", "/profiles/{profileId}/history"),
+    },
+}
+
+
+def _tool_env() -> dict[str, str]:
+    env = dict(os.environ)
+    # The tools run on their own: not with the repo on their path (the root Makefile
+    # exports PYTHONPATH), nor as part of an outer make (jobserver, -n, -s).
+    for name in ("PYTHONPATH", "MAKEFLAGS", "MFLAGS", "MAKELEVEL"):
+        env.pop(name, None)
+    env.update(
+        AWS_DEFAULT_REGION="us-east-1",
+        AWS_REGION="us-east-1",
+        SAM_CLI_TELEMETRY="0",
+        # shared/Makefile uses the repo .venv, else `python3 -m pip` from PATH: this venv.
+        PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}",
+    )
+    return env
+
+
+def _run(
+    cmd: list[str], *, cwd: Path = REPO, timeout: float = 600
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        cmd, cwd=cwd, env=_tool_env(), capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+def _explain(proc: subprocess.CompletedProcess[str]) -> str:
+    out = (proc.stdout + proc.stderr).strip()
+    return f"exit {proc.returncode}:\n{out[-6000:]}"
+
+
+@pytest.fixture(scope="module")
+def template() -> dict[str, Any]:
+    loaded: dict[str, Any] = load_cfn_yaml(str(TEMPLATE))
+    return loaded
+
+
+def _defaults(template: Mapping[str, Any]) -> dict[str, str]:
+    return {name: str(p["Default"]) for name, p in template["Parameters"].items() if "Default" in p}
+
+
+def _literal_env(template: Mapping[str, Any], function: str | None = None) -> dict[str, str]:
+    """Environment variables with a value known before deployment (Ref to a parameter
+    becomes its default); ones set with If/Sub/resource Refs are left out."""
+    variables = dict(template["Globals"]["Function"]["Environment"]["Variables"])
+    if function is not None:
+        props = template["Resources"][function]["Properties"]
+        variables.update(props.get("Environment", {}).get("Variables", {}))
+    defaults = _defaults(template)
+    env = {}
+    for name, value in variables.items():
+        if isinstance(value, str):
+            env[name] = value
+        elif isinstance(value, Mapping) and set(value) == {"Ref"} and value["Ref"] in defaults:
+            env[name] = defaults[value["Ref"]]
+    return env
+
+
+# --------------------------------------------------------------------- lint and validate
+
+
+def test_cfn_lint_is_clean() -> None:
+    proc = _run([str(BIN / "cfn-lint"), "--", "template.yaml"])
+    assert proc.returncode == 0, _explain(proc)
+
+
+def test_sam_validate_lint() -> None:
+    proc = _run([str(BIN / "sam"), "validate", "--lint", "--template-file", str(TEMPLATE)])
+    assert proc.returncode == 0, _explain(proc)
+    assert "is a valid SAM Template" in proc.stdout + proc.stderr
+
+
+# --------------------------------------------------------------------- template structure
+
+
+def test_one_runtime_everywhere(template: dict[str, Any]) -> None:
+    runtime = template["Globals"]["Function"]["Runtime"]
+    assert re.fullmatch(r"python3\.\d+", runtime)
+    layer = template["Resources"]["HistoryLayer"]
+    assert layer["Properties"]["CompatibleRuntimes"] == [runtime]
+    assert layer["Metadata"] == {"BuildMethod": "makefile", "BuildArchitecture": "arm64"}
+    assert template["Globals"]["Function"]["Architectures"] == ["arm64"]
+    makefile = (SHARED / "Makefile").read_text(encoding="utf-8")
+    version = re.search(r"^LAMBDA_PYTHON \?= (\S+)$", makefile, re.M)
+    assert version is not None
+    assert f"python{version.group(1)}" == runtime
+
+
+def test_functions_and_routes(template: dict[str, Any]) -> None:
+    resources = template["Resources"]
+    for name, code_uri in FUNCTIONS.items():
+        props = resources[name]["Properties"]
+        assert props["CodeUri"] == code_uri
+        # A requirements.txt would make `sam build` look for a host python3.14.
+        assert not (REPO / code_uri / "requirements.txt").exists()
+    for name, routes in ROUTES.items():
+        events = resources[name]["Properties"]["Events"].values()
+        assert {(e["Properties"]["Method"], e["Properties"]["Path"]) for e in events} == routes
+        assert all(e["Type"] == "HttpApi" for e in events)
+        assert all(e["Properties"]["ApiId"] == {"Ref": "HttpApi"} for e in events)
+    auth = resources["HttpApi"]["Properties"]["Auth"]
+    assert auth["DefaultAuthorizer"] == "JwtAuthorizer"
+    reader_policies = str(resources["HistoryReaderFunction"]["Properties"]["Policies"])
+    assert "SQS" not in reader_policies.upper()
+
+
+def test_environment_matches_settings(
+    template: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every variable the template sets is one the settings object reads, and the
+    values it sets before deployment validate."""
+    fields = {name.upper() for name in Settings.model_fields}
+    for function in FUNCTIONS:
+        names = set(template["Globals"]["Function"]["Environment"]["Variables"])
+        names |= set(
+            template["Resources"][function]["Properties"]
+            .get("Environment", {})
+            .get("Variables", {})
+        )
+        unknown = {n for n in names if not n.startswith("POWERTOOLS_")} - fields
+        assert not unknown, f"{function} sets variables no setting reads: {sorted(unknown)}"
+
+    for name in fields:
+        monkeypatch.delenv(name, raising=False)
+    for name, value in _literal_env(template).items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("REDIS_URL", "rediss://cluster.example:6379")
+    settings = Settings()
+    assert settings.redis_cluster is True
+    assert settings.key_prefix == _defaults(template)["KeyPrefix"]
+
+
+def _access_string(template: Mapping[str, Any]) -> str:
+    sub = template["Resources"]["ClusterUser"]["Properties"]["AccessString"]["Fn::Sub"]
+    return str(sub).replace("${KeyPrefix}", _defaults(template)["KeyPrefix"])
+
+
+def test_acl_allows_every_command_the_code_sends(template: dict[str, Any]) -> None:
+    """Scripts run under the caller's ACL, so each redis.call in lua/ must be allowed."""
+    allowed = {tok[1:].lower() for tok in _access_string(template).split() if tok[0] == "+"}
+    sent = set()
+    for lua in (SHARED / "watch_history" / "lua").glob("*.lua"):
+        sent |= set(re.findall(r"redis\.p?call\(\s*['\"]([A-Za-z.]+)['\"]", lua.read_text()))
+    for py in (SHARED / "watch_history").glob("*.py"):
+        sent |= set(re.findall(r"execute_command\(\s*['\"]([A-Za-z.]+)['\"]", py.read_text()))
+    assert sent, "found no commands: did the scripts move?"
+    missing = sorted(c for c in sent if c.lower() not in allowed)
+    assert not missing, f"add to ClusterUser's AccessString: {missing}"
+
+
+@pytest.mark.engine
+def test_acl_is_enough_for_the_cluster_client(template: dict[str, Any]) -> None:
+    """Apply the template's AccessString on a local cluster and use it as the service
+    does: RedisCluster start-up (COMMAND, CLUSTER SLOTS), CLIENT SETNAME, SCRIPT LOAD,
+    pipelined EVALSHA calling JSON commands and TIME, JSON.GET; other keys refused."""
+    prefix = _defaults(template)["KeyPrefix"]
+    rules = _access_string(template).split()
+    with start_cluster() as eng:
+        admin = RedisCluster.from_url(eng.url)
+        for node in admin.get_nodes():  # type: ignore[no-untyped-call]
+            r = redis.Redis(host=node.host, port=node.port)
+            r.execute_command(  # type: ignore[no-untyped-call]
+                "ACL", "SETUSER", "app", "reset", ">app-password-0123456789", *rules
+            )
+            r.close()
+        admin.close()
+        url = eng.url.replace("redis://", "redis://app:app-password-0123456789@", 1)
+        client = RedisCluster.from_url(url, client_name="watch-history", health_check_interval=5)
+        try:
+            assert client.ping()
+            script = (
+                "redis.call('TIME') "
+                "if redis.call('EXISTS', KEYS[1]) == 0 then "
+                "  redis.call('JSON.SET', KEYS[1], '$', '[]') "
+                "end "
+                "redis.call('JSON.ARRAPPEND', KEYS[1], '$', ARGV[1]) "
+                "return redis.call('JSON.ARRLEN', KEYS[1], '$')"
+            )
+            sha = client.script_load(script)
+            pipe = client.pipeline(transaction=False)  # type: ignore[no-untyped-call]
+            keys = [f"{prefix}{{p{i}}}" for i in range(12)]
+            for key in keys:
+                pipe.execute_command("EVALSHA", sha, 1, key, '"a"')
+            assert pipe.execute() == [[1]] * len(keys)
+            got = client.execute_command("JSON.GET", keys[0], "$")  # type: ignore[no-untyped-call]
+            assert got == b'[["a"]]'
+            with pytest.raises(redis.exceptions.NoPermissionError):
+                client.execute_command("JSON.GET", "other:{p0}", "$")  # type: ignore[no-untyped-call]
+            with pytest.raises(redis.exceptions.NoPermissionError):
+                client.flushall()
+        finally:
+            client.close()
+
+
+# --------------------------------------------------------------------- sam build
+
+
+@pytest.fixture(scope="module")
+def sam_build(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``sam build`` into a temp dir (cwd there too, so nothing lands in the repo)."""
+    work = tmp_path_factory.mktemp("sam-build")
+    build_dir = work / "build"
+    started = time.monotonic()
+    proc = _run(
+        [
+            str(BIN / "sam"),
+            "build",
+            "--template-file",
+            str(TEMPLATE),
+            "--config-file",
+            str(REPO / "samconfig.toml"),
+            "--build-dir",
+            str(build_dir),
+            "--cache-dir",
+            str(work / "cache"),
+            "--no-cached",
+            "--parallel",
+        ],
+        cwd=work,
+    )
+    elapsed = time.monotonic() - started
+    if proc.returncode != 0:
+        pytest.fail(f"sam build failed after {elapsed:.1f}s, {_explain(proc)}")
+    print(f"sam build took {elapsed:.1f}s")
+    return build_dir
+
+
+def test_layer_is_built_for_lambda_arm64(sam_build: Path) -> None:
+    layer = sam_build / "HistoryLayer"
+    problems = check_layer(layer, source_package=SHARED / "watch_history")
+    assert not problems, "\n".join(problems)
+    shared_objects = list((layer / "python").rglob("*.so"))
+    assert shared_objects, "no compiled extension at all: pydantic_core should be one"
+    for so in shared_objects:
+        assert elf_machine(so) == (2, EM_AARCH64), so
+    assert list((layer / "python" / "watch_history" / "lua").glob("*.lua"))
+
+
+def test_functions_are_built(sam_build: Path, template: dict[str, Any]) -> None:
+    built = load_cfn_yaml(str(sam_build / "template.yaml"))
+    for name in FUNCTIONS:
+        assert (sam_build / name / "app.py").is_file()
+        assert built["Resources"][name]["Properties"]["CodeUri"] == name
+        # The layer brings every dependency: nothing but the handler's own code here.
+        assert not list((sam_build / name).glob("*.dist-info"))
+    assert built["Resources"]["HistoryLayer"]["Properties"]["ContentUri"] == "HistoryLayer"
+
+
+@pytest.mark.parametrize("function", sorted(FUNCTIONS))
+def test_built_handler_imports(
+    function: str, sam_build: Path, template: dict[str, Any], tmp_path: Path
+) -> None:
+    """Import the built app.py with the host's Python: the layer's watch_history (pure
+    Python, the very files that ship) and this venv's third-party packages, whose
+    aarch64 builds in the layer would not load here. Nothing may connect at import:
+    REDIS_URL points at a closed port."""
+    shim = tmp_path / "layer"
+    shim.mkdir()
+    (shim / "watch_history").symlink_to(sam_build / "HistoryLayer" / "python" / "watch_history")
+    env = _tool_env()
+    for name in [*env]:
+        if name.startswith(("AWS_ACCESS", "AWS_SECRET", "AWS_SESSION", "AWS_PROFILE")):
+            del env[name]
+    env.update(_literal_env(template, function))
+    env.update(
+        REDIS_URL="redis://127.0.0.1:1",
+        POWERTOOLS_TRACE_DISABLED="true",
+        QUARANTINE_QUEUE_URL="https://sqs.us-east-1.amazonaws.com/123456789012/quarantine",
+    )
+    code = (
+        "import sys\n"
+        f"sys.path[:0] = [{str(sam_build / function)!r}, {str(shim)!r}]\n"
+        "import app, watch_history\n"
+        f"assert watch_history.__file__.startswith({str(shim)!r}), watch_history.__file__\n"
+        "assert callable(app.lambda_handler), 'lambda_handler is not callable'\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-I", "-c", code],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, _explain(proc)
