@@ -10,7 +10,7 @@ export PYTHONPATH := $(CURDIR):$(CURDIR)/shared
 export SAM_CLI_TELEMETRY := 0
 ENGINE := $(PY) -m devtools.engine run
 
-.PHONY: test lint unit demo serve bench bench-recorder bench-reader bench-memory bench-filters openapi build clean
+.PHONY: test lint unit venv demo serve bench bench-recorder bench-reader bench-memory bench-filters openapi build clean
 
 $(VENV)/.installed: shared/requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -43,8 +43,12 @@ serve: $(VENV)/.installed
 bench: $(VENV)/.installed
 	$(PY) -m devtools.bench all
 
-bench-recorder bench-reader bench-memory bench-filters: $(VENV)/.installed
+bench-recorder bench-reader bench-memory: $(VENV)/.installed
 	$(PY) -m devtools.bench $(@:bench-%=%)
+
+## bench-filters: server-side JSONPath filters against one GET + Python filtering
+bench-filters: $(VENV)/.installed
+	$(ENGINE) -- $(PY) -m devtools.bench_filters
 
 ## openapi: regenerate openapi.json from the reader and writer code
 openapi: $(VENV)/.installed

@@ -1,0 +1,310 @@
+"""Where to filter a read: in Python over one JSON.GET, or with JSONPath on the server?
+
+    python -m devtools.engine run -- python -m devtools.bench_filters [--sizes 20,200,1000]
+
+For profiles of each size it seeds the real store (packed items, see codec.py) and, next
+to it, an equivalent document whose items are JSON objects with short keys (what
+server-side JSONPath filters need: they cannot look inside packed strings). Then, per
+filter (sport; sport+series+team; show+season; in progress) it times:
+
+- ``store.query``: the service's read path. A page of 20: a prefix of the sorted array,
+  the whole array only when the prefix does not fill the page; decoded to API models.
+- ``whole array``: one ``JSON.GET $.h`` and every match selected in Python (what the
+  store does when the prefix is not enough; the same result set as JSONPath gives).
+- ``JSONPath``: ``JSON.GET <objects doc> $.h[?(...)]`` and the reply parsed: every match,
+  already filtered on the server (not decoded to API models: that would cost more).
+
+Latencies are client-side round trips on this machine (p50/p95, microseconds), bounded
+by ``--samples`` per cell and ``--budget`` seconds per cell; the whole run stays well
+under a minute. Starts its own standalone engine when REDIS_URL is not set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import random
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from watch_history.codec import ITEM_FIELDS
+from watch_history.connection import create_client
+from watch_history.models import HistoryQuery, ProgressUpdate, Status, epoch_ms
+from watch_history.query import Selection
+from watch_history.settings import Settings
+from watch_history.store import HistoryStore
+
+from devtools.engine import start_standalone
+
+PAGE = 20
+SHOWS = 17
+SPORTS = [
+    ("cricket", "ipl-2026", ["csk", "mi", "rcb", "kkr", "gt", "dc"]),
+    ("football", "premier-league-2026-27", ["ars", "che", "liv", "mci", "mun", "tot"]),
+]
+# item field (codec.py) -> short key in the objects document
+SHORT_KEYS = {
+    "asset_id": "id",
+    "last_watched_at": "t",
+    "position": "p",
+    "duration": "d",
+    "first_watched_at": "f",
+    "completed": "c",
+    "completed_at": "ca",
+    "device_id": "dv",
+    "asset_type": "ty",
+    "title": "ti",
+    "sport": "sp",
+    "series": "se",
+    "teams": "tm",
+    "show": "sh",
+    "season": "sn",
+    "episode": "ep",
+}
+
+
+@dataclass(frozen=True)
+class Filter:
+    name: str
+    query: HistoryQuery
+    jsonpath: str
+
+
+def filters(min_resume_seconds: float) -> list[Filter]:
+    resume = f"{min_resume_seconds:g}"
+    return [
+        Filter("sport", HistoryQuery(sport="cricket"), '$.h[?(@.sp=="cricket")]'),
+        Filter(
+            "sport+series+team",
+            HistoryQuery(sport="cricket", series="ipl-2026", teams=["csk"]),
+            '$.h[?(@.sp=="cricket" && @.se=="ipl-2026" && @.tm[?(@=="csk")])]',
+        ),
+        Filter(
+            "show+season",
+            HistoryQuery(show="show-3", season=2),
+            '$.h[?(@.sh=="show-3" && @.sn==2)]',
+        ),
+        Filter(
+            "in progress",
+            HistoryQuery(status=Status.IN_PROGRESS),
+            f"$.h[?(@.c==0 && @.p>={resume})]",
+        ),
+    ]
+
+
+def update(profile_id: str, k: int, at: datetime, rng: random.Random) -> ProgressUpdate:
+    """Asset number k of a profile: two thirds episodes of 17 shows, a third matches."""
+    asset: dict[str, Any]
+    if k % 3:
+        asset = {
+            "type": "episode",
+            "title": f"The Long Show S{k % 4 + 1} E{k % 12 + 1}: A Title of Some Length",
+            "show": f"show-{k % SHOWS}",
+            "season": k % 4 + 1,
+            "episode": k % 12 + 1,
+        }
+        duration = 2700.0
+    else:
+        sport, series, teams = SPORTS[k % 2]
+        pair = rng.sample(teams, 2)
+        asset = {
+            "type": "match",
+            "title": f"{pair[0].upper()} v {pair[1].upper()}, Match {k}",
+            "sport": sport,
+            "series": series,
+            "teams": pair,
+        }
+        duration = 10800.0
+    return ProgressUpdate.model_validate(
+        {
+            "profileId": profile_id,
+            "assetId": f"{asset['type']}-{k:06d}",
+            "position": rng.choice([5.0, 120.0, 900.0, 2000.0, duration]),
+            "duration": duration,
+            "eventTime": epoch_ms(at),
+            "deviceId": f"device-{rng.randrange(4)}",
+            "asset": asset,
+        }
+    )
+
+
+def objects_document(packed_items: Sequence[str | bytes]) -> str:
+    """The same history with each item a JSON object of short keys (nulls left out)."""
+    items = []
+    for packed in packed_items:
+        values = json.loads(packed)
+        items.append(
+            {SHORT_KEYS[f]: v for f, v in zip(ITEM_FIELDS, values, strict=False) if v is not None}
+        )
+    return json.dumps({"h": items}, separators=(",", ":"))
+
+
+def timed(call: Callable[[], object], samples: int, budget: float) -> tuple[float, float]:
+    """p50 and p95 of ``call`` in microseconds (a few warm-up calls first)."""
+    for _ in range(5):
+        call()
+    times: list[float] = []
+    deadline = time.perf_counter() + budget
+    while len(times) < samples and time.perf_counter() < deadline:
+        start = time.perf_counter_ns()
+        call()
+        times.append((time.perf_counter_ns() - start) / 1000)
+    times.sort()
+    return times[len(times) // 2], times[min(len(times) - 1, int(len(times) * 0.95))]
+
+
+@dataclass(frozen=True)
+class Row:
+    items: int
+    filter: str
+    matches: int
+    page: int
+    store_query: tuple[float, float]
+    whole_array: tuple[float, float]
+    jsonpath: tuple[float, float]
+
+
+@dataclass(frozen=True)
+class Memory:
+    items: int
+    packed_bytes: int
+    objects_bytes: int
+
+
+def run(
+    store: HistoryStore, sizes: Sequence[int], samples: int, budget: float
+) -> tuple[list[Row], list[Memory]]:
+    client = store.client
+    rng = random.Random(4)
+    rows: list[Row] = []
+    memory: list[Memory] = []
+    start = datetime.now(UTC) - timedelta(days=90)
+    for size in sizes:
+        pid = f"bench-filters-{size}"
+        key = store.key(pid)
+        objects_key = f"{store.settings.key_prefix}objects:{{{pid}}}"
+        client.delete(key, objects_key)
+        updates = [update(pid, k, start + timedelta(minutes=7 * k), rng) for k in range(size)]
+        result = store.record_batch(updates)
+        if result.failures:
+            raise RuntimeError(f"seeding failed: {next(iter(result.failures.values()))}")
+        packed: list[str] = json.loads(client.execute_command("JSON.GET", key, "$.h"))[0]
+        if len(packed) != size:
+            raise RuntimeError(f"{len(packed)} items stored, not {size}: raise MAX_ITEMS")
+        client.execute_command("JSON.SET", objects_key, "$", objects_document(packed))
+        memory.append(
+            Memory(
+                size,
+                int(client.memory_usage(key, samples=0) or 0),
+                int(client.memory_usage(objects_key, samples=0) or 0),
+            )
+        )
+        for f in filters(store.settings.min_resume_seconds):
+            query = f.query.model_copy(update={"limit": PAGE})
+            selection = Selection(query, store.settings.min_resume_seconds)
+
+            def store_query(pid: str = pid, query: HistoryQuery = query) -> object:
+                return store.query(pid, query)
+
+            def python_whole(key: str = key, selection: Selection = selection) -> list[list[Any]]:
+                raw = client.execute_command("JSON.GET", key, "$.h")
+                return list(selection.scan(json.loads(raw)[0]))
+
+            def server_filter(key: str = objects_key, path: str = f.jsonpath) -> list[Any]:
+                matches: list[Any] = json.loads(client.execute_command("JSON.GET", key, path))
+                return matches
+
+            found_python = [values[0] for values in python_whole()]
+            found_server = [item["id"] for item in server_filter()]
+            if found_python != found_server:
+                raise RuntimeError(f"{f.name}: JSONPath and Python select different items")
+            page = store.query(pid, query)
+            if [i.asset_id for i in page.items] != found_python[:PAGE]:
+                raise RuntimeError(f"{f.name}: store.query disagrees with the whole-array scan")
+            rows.append(
+                Row(
+                    size,
+                    f.name,
+                    len(found_python),
+                    len(page.items),
+                    timed(store_query, samples, budget),
+                    timed(python_whole, samples, budget),
+                    timed(server_filter, samples, budget),
+                )
+            )
+        client.delete(key, objects_key)
+    return rows, memory
+
+
+def markdown(rows: Sequence[Row], memory: Sequence[Memory]) -> str:
+    def us(pair: tuple[float, float]) -> str:
+        return f"{pair[0]:.0f} / {pair[1]:.0f}"
+
+    lines = [
+        "| items | filter | matches | store.query, page of 20 (Python) | "
+        "whole array, all matches (Python) | JSONPath on objects, all matches |",
+        "|---:|---|---:|---:|---:|---:|",
+    ]
+    lines += [
+        f"| {r.items} | {r.filter} | {r.matches} | {us(r.store_query)} | "
+        f"{us(r.whole_array)} | {us(r.jsonpath)} |"
+        for r in rows
+    ]
+    lines += [
+        "",
+        "p50 / p95 in microseconds, client round trip included.",
+        "",
+        "| items | MEMORY USAGE, packed items (the store) | objects with short keys |",
+        "|---:|---:|---:|",
+    ]
+    lines += [f"| {m.items} | {m.packed_bytes} | {m.objects_bytes} |" for m in memory]
+    return "\n".join(lines)
+
+
+@contextlib.contextmanager
+def _server() -> Iterator[None]:
+    """REDIS_URL as it is, or a standalone engine of our own for the run."""
+    if os.environ.get("REDIS_URL"):
+        yield
+        return
+    with start_standalone() as engine:
+        saved = {name: os.environ.get(name) for name in engine.env()}
+        os.environ.update(engine.env())
+        try:
+            yield
+        finally:
+            for name, value in saved.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--sizes", default="20,200,1000", help="profile sizes (items)")
+    parser.add_argument("--samples", type=int, default=300, help="timed calls per cell at most")
+    parser.add_argument("--budget", type=float, default=0.4, help="seconds per cell at most")
+    args = parser.parse_args(argv)
+    sizes = [int(s) for s in args.sizes.split(",")]
+    with _server():
+        settings = Settings(key_prefix="bench-filters:", max_items=max(sizes))
+        store = HistoryStore(create_client(settings), settings)
+        try:
+            rows, memory = run(store, sizes, args.samples, args.budget)
+        finally:
+            store.client.close()
+    print(f"## Filters: Python over one JSON.GET vs JSONPath on the server ({settings.redis_url})")
+    print()
+    print(markdown(rows, memory))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
