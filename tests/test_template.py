@@ -207,11 +207,9 @@ def test_acl_is_enough_for_the_cluster_client(template: dict[str, Any]) -> None:
     rules = _access_string(template).split()
     with start_cluster() as eng:
         admin = RedisCluster.from_url(eng.url)
-        for node in admin.get_nodes():  # type: ignore[no-untyped-call]
+        for node in admin.get_nodes():
             r = redis.Redis(host=node.host, port=node.port)
-            r.execute_command(  # type: ignore[no-untyped-call]
-                "ACL", "SETUSER", "app", "reset", ">app-password-0123456789", *rules
-            )
+            r.execute_command("ACL", "SETUSER", "app", "reset", ">app-password-0123456789", *rules)
             r.close()
         admin.close()
         url = eng.url.replace("redis://", "redis://app:app-password-0123456789@", 1)
@@ -227,15 +225,15 @@ def test_acl_is_enough_for_the_cluster_client(template: dict[str, Any]) -> None:
                 "return redis.call('JSON.ARRLEN', KEYS[1], '$')"
             )
             sha = client.script_load(script)
-            pipe = client.pipeline(transaction=False)  # type: ignore[no-untyped-call]
+            pipe = client.pipeline(transaction=False)
             keys = [f"{prefix}{{p{i}}}" for i in range(12)]
             for key in keys:
                 pipe.execute_command("EVALSHA", sha, 1, key, '"a"')
             assert pipe.execute() == [[1]] * len(keys)
-            got = client.execute_command("JSON.GET", keys[0], "$")  # type: ignore[no-untyped-call]
+            got = client.execute_command("JSON.GET", keys[0], "$")
             assert got == b'[["a"]]'
             with pytest.raises(redis.exceptions.NoPermissionError):
-                client.execute_command("JSON.GET", "other:{p0}", "$")  # type: ignore[no-untyped-call]
+                client.execute_command("JSON.GET", "other:{p0}", "$")
             with pytest.raises(redis.exceptions.NoPermissionError):
                 client.flushall()
         finally:
