@@ -1,0 +1,522 @@
+"""Re-drive progress records the recorder could not take, through the recorder's own code.
+
+::
+
+    python -m watch_history.replay quarantine --queue-url URL [--max N] [--dry-run]
+    python -m watch_history.replay stream-failures --queue-url URL [--max N] [--dry-run]
+
+``quarantine``: after a producer (or recorder) fix, receives messages from the quarantine
+queue, rebuilds each Kinesis record from the message (data as received, partition key,
+sequence number, shard) and runs them through ``KinesisRecorder``. Records that land (or
+are stale: already superseded) have their message deleted; records still invalid stay
+in the queue, as do records the store could not take (run again later).
+
+``stream-failures``: the event source mapping gives up on a batch after its retries (or
+the records' maximum age) and sends only its coordinates to the on-failure destination:
+``KinesisBatchInfo`` with ``streamArn``, ``shardId``, ``startSequenceNumber``,
+``endSequenceNumber`` and ``batchSize``. This reads those records back from the stream
+(``GetShardIterator`` AT_SEQUENCE_NUMBER, ``GetRecords`` until past the end sequence
+number; only possible within the stream's retention) and runs them through
+``KinesisRecorder``: bad ones go to the quarantine queue (``QUARANTINE_QUEUE_URL``) as in
+Lambda. The message is deleted once every record of its range is done.
+
+The store comes from the environment (``REDIS_URL`` etc., see settings.py), as in the
+functions. ``--dry-run`` only decodes and validates: nothing is written or deleted. The
+summary is one JSON object on stdout (logs go to stderr); the exit code is 0 when every
+message was handled (records still invalid included), 1 when some must be run again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import logging
+import sys
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Final
+
+import boto3
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.utilities.batch import process_partial_response
+from aws_lambda_powertools.utilities.data_classes.kinesis_stream_event import (
+    KinesisStreamRecord,
+)
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from watch_history.errors import InvalidInputError
+from watch_history.recorder import (
+    Disposition,
+    KinesisRecorder,
+    Quarantine,
+    Rejected,
+    SqsQuarantine,
+    decode_record,
+)
+from watch_history.runtime import get_store
+from watch_history.store import HistoryStore
+
+if TYPE_CHECKING:
+    from mypy_boto3_kinesis import KinesisClient
+    from mypy_boto3_kinesis.type_defs import RecordTypeDef
+    from mypy_boto3_sqs import SQSClient
+    from mypy_boto3_sqs.type_defs import MessageTypeDef
+
+GET_RECORDS_LIMIT: Final = 1000
+MAX_GET_RECORDS_CALLS: Final = 10_000
+RECORDS_PER_BATCH: Final = 10_000  # the largest batch the event source mapping sends
+_DONE: Final = frozenset({Disposition.APPLIED, Disposition.STALE, Disposition.IGNORED})
+
+
+# --- Kinesis records as Lambda sees them ------------------------------------------------
+
+
+def lambda_record(
+    *,
+    data: bytes,
+    partition_key: str,
+    sequence_number: str,
+    shard_id: str,
+    stream_arn: str,
+    arrival: datetime | float | None = None,
+) -> dict[str, Any]:
+    """One record of a Kinesis Lambda event (what the event source mapping delivers)."""
+    if isinstance(arrival, datetime):
+        arrival = arrival.timestamp()
+    parts = stream_arn.split(":")
+    return {
+        "kinesis": {
+            "kinesisSchemaVersion": "1.0",
+            "partitionKey": partition_key,
+            "sequenceNumber": sequence_number,
+            "data": base64.b64encode(data).decode(),
+            "approximateArrivalTimestamp": arrival,
+        },
+        "eventSource": "aws:kinesis",
+        "eventVersion": "1.0",
+        "eventID": f"{shard_id}:{sequence_number}",
+        "eventName": "aws:kinesis:record",
+        "awsRegion": parts[3] if len(parts) > 3 else None,
+        "eventSourceARN": stream_arn,
+    }
+
+
+def from_get_records(
+    records: Sequence[RecordTypeDef], *, shard_id: str, stream_arn: str
+) -> list[dict[str, Any]]:
+    """``GetRecords`` records as Lambda event records."""
+    return [
+        lambda_record(
+            data=r["Data"],
+            partition_key=r["PartitionKey"],
+            sequence_number=r["SequenceNumber"],
+            shard_id=shard_id,
+            stream_arn=stream_arn,
+            arrival=r.get("ApproximateArrivalTimestamp"),
+        )
+        for r in records
+    ]
+
+
+def read_range(
+    kinesis: KinesisClient, *, stream_arn: str, shard_id: str, start: str, end: str
+) -> list[dict[str, Any]]:
+    """The records of one shard from ``start`` to ``end`` (sequence numbers, inclusive)."""
+    last = int(end)
+    iterator: str | None = kinesis.get_shard_iterator(
+        StreamARN=stream_arn,
+        ShardId=shard_id,
+        ShardIteratorType="AT_SEQUENCE_NUMBER",
+        StartingSequenceNumber=start,
+    )["ShardIterator"]
+    found: list[dict[str, Any]] = []
+    for _ in range(MAX_GET_RECORDS_CALLS):
+        if iterator is None:
+            break  # a closed shard, read to its end
+        reply = kinesis.get_records(
+            ShardIterator=iterator, Limit=GET_RECORDS_LIMIT, StreamARN=stream_arn
+        )
+        records = reply["Records"]
+        inside = [r for r in records if int(r["SequenceNumber"]) <= last]
+        found += from_get_records(inside, shard_id=shard_id, stream_arn=stream_arn)
+        if len(inside) < len(records) or (inside and int(inside[-1]["SequenceNumber"]) == last):
+            break  # past the end of the range
+        if not records and reply.get("MillisBehindLatest", 0) == 0:
+            break  # at the tip of the shard: the rest of the range is not there
+        iterator = reply.get("NextShardIterator")
+    return found
+
+
+# --- running records through the recorder ----------------------------------------------
+
+
+class KeepInQueue:
+    """The quarantine of a quarantine re-drive: records still invalid stay where they are."""
+
+    def __init__(self) -> None:
+        self.reasons: list[str] = []
+
+    def send(self, rejected: Sequence[Rejected]) -> dict[int, str]:
+        self.reasons += [r.reason for r in rejected]
+        return {}
+
+
+@dataclass(slots=True)
+class Summary:
+    """What a replay run did (printed as JSON)."""
+
+    command: str
+    dry_run: bool
+    messages: int = 0
+    records: int = 0
+    applied: int = 0
+    stale: int = 0
+    ignored: int = 0
+    valid: int = 0  # dry run: would be recorded
+    invalid: int = 0  # quarantined again (stream-failures) or still invalid (quarantine)
+    failed: int = 0  # the store, the quarantine or the stream could not be used: run again
+    missing: int = 0  # stream-failures: records of a range no longer in the stream
+    unreadable: int = 0  # messages not in the expected format (kept for a person)
+    deleted: int = 0
+    kept: int = 0
+    reasons: list[str] = field(default_factory=list)
+
+    def add_reason(self, reason: str) -> None:
+        if len(self.reasons) < 20 and reason not in self.reasons:
+            self.reasons.append(reason)
+
+    @property
+    def exit_code(self) -> int:
+        """0 when every message was handled (still-invalid records included), else 1."""
+        return 0 if self.failed == 0 and self.unreadable == 0 else 1
+
+
+def _run(
+    records: list[dict[str, Any]],
+    store: HistoryStore,
+    quarantine: Quarantine,
+    logger: Logger,
+    summary: Summary,
+) -> list[Disposition]:
+    """Records through ``KinesisRecorder`` (as Lambda would); the disposition of each."""
+    dispositions: list[Disposition] = []
+    processor = KinesisRecorder(store=lambda: store, quarantine=lambda _: quarantine, logger=logger)
+    for start in range(0, len(records), RECORDS_PER_BATCH):
+        chunk = records[start : start + RECORDS_PER_BATCH]
+        process_partial_response({"Records": chunk}, decode_record, processor)
+        report = processor.report
+        dispositions += report.dispositions
+        for reason in report.reasons.values():
+            summary.add_reason(reason)
+    for d in dispositions:
+        summary.records += 1
+        if d is Disposition.APPLIED:
+            summary.applied += 1
+        elif d is Disposition.STALE:
+            summary.stale += 1
+        elif d is Disposition.IGNORED:
+            summary.ignored += 1
+        elif d is Disposition.QUARANTINED:
+            summary.invalid += 1
+        else:
+            summary.failed += 1
+    return dispositions
+
+
+def _check(records: list[dict[str, Any]], store: HistoryStore, summary: Summary) -> list[bool]:
+    """Dry run: would each record be accepted? (decoding and validation only)."""
+    verdicts = []
+    for record in records:
+        summary.records += 1
+        try:
+            store.check_update(decode_record(KinesisStreamRecord(record)))
+        except InvalidInputError as exc:
+            summary.invalid += 1
+            summary.add_reason(str(exc))
+            verdicts.append(False)
+        else:
+            summary.valid += 1
+            verdicts.append(True)
+    return verdicts
+
+
+# --- SQS ------------------------------------------------------------------------------
+
+
+def _receive(
+    sqs: SQSClient, queue_url: str, *, limit: int, wait_seconds: int, visibility_timeout: int
+) -> Iterator[list[MessageTypeDef]]:
+    """Batches of up to 10 messages, ``limit`` in all, until the queue looks empty."""
+    received = 0
+    while received < limit:
+        reply = sqs.receive_message(
+            QueueUrl=queue_url,
+            MaxNumberOfMessages=min(10, limit - received),
+            WaitTimeSeconds=wait_seconds,
+            VisibilityTimeout=visibility_timeout,
+        )
+        messages = reply.get("Messages", [])
+        if not messages:
+            return
+        received += len(messages)
+        yield messages
+
+
+def _delete(sqs: SQSClient, queue_url: str, handles: Sequence[str]) -> int:
+    """Delete messages (10 per call); how many were deleted."""
+    deleted = 0
+    for start in range(0, len(handles), 10):
+        batch = handles[start : start + 10]
+        reply = sqs.delete_message_batch(
+            QueueUrl=queue_url,
+            Entries=[{"Id": str(i), "ReceiptHandle": h} for i, h in enumerate(batch)],
+        )
+        deleted += len(reply.get("Successful", []))
+    return deleted
+
+
+def _release(sqs: SQSClient, queue_url: str, handles: Sequence[str]) -> None:
+    """Make kept messages visible again now (not when this run's visibility timeout ends)."""
+    for start in range(0, len(handles), 10):
+        batch = handles[start : start + 10]
+        sqs.change_message_visibility_batch(
+            QueueUrl=queue_url,
+            Entries=[
+                {"Id": str(i), "ReceiptHandle": h, "VisibilityTimeout": 0}
+                for i, h in enumerate(batch)
+            ],
+        )
+
+
+def _quarantined_record(body: Mapping[str, Any]) -> dict[str, Any]:
+    """The Kinesis event record a quarantine message was made from (recorder.py)."""
+    if body.get("dataTruncated"):
+        raise ValueError("the message holds only the start of the data (record too large)")
+    data, sequence = body.get("data"), body.get("sequenceNumber")
+    if not isinstance(data, str) or not isinstance(sequence, str):
+        raise ValueError("not a quarantine message: data and sequenceNumber are required")
+    return {
+        "kinesis": {
+            "kinesisSchemaVersion": "1.0",
+            "partitionKey": body.get("partitionKey"),
+            "sequenceNumber": sequence,
+            "data": data,
+            "approximateArrivalTimestamp": body.get("approximateArrivalTimestamp"),
+        },
+        "eventSource": "aws:kinesis",
+        "eventVersion": "1.0",
+        "eventID": body.get("eventID") or f"{body.get('shardId')}:{sequence}",
+        "eventName": "aws:kinesis:record",
+        "eventSourceARN": body.get("eventSourceARN"),
+    }
+
+
+# --- the two re-drives ----------------------------------------------------------------
+
+
+def replay_quarantine(
+    sqs: SQSClient,
+    queue_url: str,
+    store: HistoryStore,
+    *,
+    max_messages: int = 1000,
+    dry_run: bool = False,
+    wait_seconds: int = 2,
+    visibility_timeout: int = 300,
+    logger: Logger | None = None,
+) -> Summary:
+    """Re-drive quarantined records; delete the messages of those that are now done."""
+    log = logger or _cli_logger()
+    summary = Summary("quarantine", dry_run)
+    kept: list[str] = []
+    for messages in _receive(
+        sqs,
+        queue_url,
+        limit=max_messages,
+        wait_seconds=wait_seconds,
+        visibility_timeout=visibility_timeout,
+    ):
+        summary.messages += len(messages)
+        records: list[dict[str, Any]] = []
+        handles: list[str] = []
+        for message in messages:
+            try:
+                records.append(_quarantined_record(json.loads(message["Body"])))
+                handles.append(message["ReceiptHandle"])
+            except (ValueError, TypeError, AttributeError) as exc:
+                summary.add_reason(f"unreadable message {message['MessageId']}: {exc}")
+                summary.unreadable += 1
+                kept.append(message["ReceiptHandle"])
+        if dry_run:
+            _check(records, store, summary)
+            kept += handles
+            continue
+        dispositions = _run(records, store, KeepInQueue(), log, summary)
+        done = [h for h, d in zip(handles, dispositions, strict=True) if d in _DONE]
+        kept += [h for h, d in zip(handles, dispositions, strict=True) if d not in _DONE]
+        summary.deleted += _delete(sqs, queue_url, done)
+    summary.kept = len(kept)
+    _release(sqs, queue_url, kept)
+    return summary
+
+
+def replay_stream_failures(
+    sqs: SQSClient,
+    kinesis: KinesisClient,
+    queue_url: str,
+    store: HistoryStore,
+    quarantine: Quarantine,
+    *,
+    max_messages: int = 100,
+    dry_run: bool = False,
+    wait_seconds: int = 2,
+    visibility_timeout: int = 900,
+    logger: Logger | None = None,
+) -> Summary:
+    """Read the ranges of the on-failure messages back from the stream and record them."""
+    log = logger or _cli_logger()
+    summary = Summary("stream-failures", dry_run)
+    kept: list[str] = []
+    for messages in _receive(
+        sqs,
+        queue_url,
+        limit=max_messages,
+        wait_seconds=wait_seconds,
+        visibility_timeout=visibility_timeout,
+    ):
+        summary.messages += len(messages)
+        for message in messages:
+            handle = message["ReceiptHandle"]
+            try:
+                info = json.loads(message["Body"])["KinesisBatchInfo"]
+                records = read_range(
+                    kinesis,
+                    stream_arn=info["streamArn"],
+                    shard_id=info["shardId"],
+                    start=info["startSequenceNumber"],
+                    end=info["endSequenceNumber"],
+                )
+            except (ValueError, TypeError, KeyError) as exc:
+                summary.add_reason(f"unreadable message {message['MessageId']}: {exc!r}")
+                summary.unreadable += 1
+                kept.append(handle)
+                continue
+            except (BotoCoreError, ClientError) as exc:
+                summary.add_reason(f"cannot read the range of {message['MessageId']}: {exc}")
+                summary.failed += 1
+                kept.append(handle)
+                continue
+            expected = int(info.get("batchSize") or len(records))
+            summary.missing += max(0, expected - len(records))
+            if not records:
+                summary.add_reason(
+                    f"{message['MessageId']}: no record of the range is in the stream any more"
+                )
+                summary.failed += 1
+                kept.append(handle)
+                continue
+            if dry_run:
+                _check(records, store, summary)
+                kept.append(handle)
+                continue
+            dispositions = _run(records, store, quarantine, log, summary)
+            if all(d is not Disposition.FAILED for d in dispositions):
+                summary.deleted += _delete(sqs, queue_url, [handle])
+            else:
+                kept.append(handle)
+    summary.kept = len(kept)
+    _release(sqs, queue_url, kept)
+    return summary
+
+
+# --- CLI ------------------------------------------------------------------------------
+
+
+def _cli_logger() -> Logger:
+    return Logger(service="history-replay", logger_handler=logging.StreamHandler(sys.stderr))
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m watch_history.replay",
+        description=__doc__.split("\n\n")[0] if __doc__ else None,
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, helptext, default_max, default_vt in (
+        ("quarantine", "re-drive records from the quarantine queue", 1000, 300),
+        ("stream-failures", "re-read batches Lambda gave up on from the stream", 100, 900),
+    ):
+        p = sub.add_parser(name, help=helptext)
+        p.add_argument("--queue-url", required=True, help="the queue to read messages from")
+        p.add_argument("--max", type=int, default=default_max, help="messages to take at most")
+        p.add_argument("--dry-run", action="store_true", help="validate only: change nothing")
+        p.add_argument(
+            "--wait-seconds", type=int, default=2, help="SQS long polling per receive (0-20)"
+        )
+        p.add_argument(
+            "--visibility-timeout",
+            type=int,
+            default=default_vt,
+            help="seconds a received message stays hidden while this run handles it",
+        )
+        if name == "stream-failures":
+            p.add_argument(
+                "--quarantine-queue-url",
+                help="where invalid records go (default: QUARANTINE_QUEUE_URL)",
+            )
+    return parser
+
+
+def main(
+    argv: Sequence[str] | None = None,
+    *,
+    client: Callable[[str], Any] | None = None,
+) -> int:
+    """CLI entry point; the exit code. ``client(service)`` makes boto3 clients (tests)."""
+    args = _parser().parse_args(argv)
+    store = get_store()
+    settings = store.settings
+    make = client or _boto3_client(settings.aws_region)
+    sqs: SQSClient = make("sqs")
+    if args.command == "quarantine":
+        summary = replay_quarantine(
+            sqs,
+            args.queue_url,
+            store,
+            max_messages=args.max,
+            dry_run=args.dry_run,
+            wait_seconds=args.wait_seconds,
+            visibility_timeout=args.visibility_timeout,
+        )
+    else:
+        kinesis: KinesisClient = make("kinesis")
+        quarantine_url = args.quarantine_queue_url or settings.quarantine_queue_url
+        summary = replay_stream_failures(
+            sqs,
+            kinesis,
+            args.queue_url,
+            store,
+            SqsQuarantine(quarantine_url, lambda: sqs),
+            max_messages=args.max,
+            dry_run=args.dry_run,
+            wait_seconds=args.wait_seconds,
+            visibility_timeout=args.visibility_timeout,
+        )
+    sys.stdout.write(json.dumps(asdict(summary)) + "\n")
+    return summary.exit_code
+
+
+def _boto3_client(region: str) -> Callable[[str], Any]:
+    config = Config(retries={"mode": "standard", "max_attempts": 5})
+
+    def make(service: str) -> Any:
+        return boto3.client(service, region_name=region, config=config)  # type: ignore[call-overload]
+
+    return make
+
+
+if __name__ == "__main__":
+    sys.exit(main())
