@@ -27,12 +27,12 @@ from types import ModuleType
 from typing import Any
 
 import redis
+
+from devtools.engine import start_standalone
 from watch_history import runtime
 from watch_history.models import HistoryQuery, ProgressUpdate, epoch_ms
 from watch_history.settings import Settings
 from watch_history.store import HistoryStore
-
-from devtools.engine import start_standalone
 
 ROOT = Path(__file__).resolve().parent.parent
 SPORTS = [

@@ -33,14 +33,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from devtools.engine import start_standalone
 from watch_history.codec import ITEM_FIELDS
 from watch_history.connection import create_client
 from watch_history.models import HistoryQuery, ProgressUpdate, Status, epoch_ms
 from watch_history.query import Selection
 from watch_history.settings import Settings
 from watch_history.store import HistoryStore
-
-from devtools.engine import start_standalone
 
 PAGE = 20
 SHOWS = 17

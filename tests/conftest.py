@@ -17,10 +17,10 @@ from typing import Any
 import pytest
 import redis
 from redis.cluster import RedisCluster
-from watch_history.settings import Settings
-from watch_history.store import ClientType, HistoryStore
 
 from devtools.engine import Engine, start_cluster, start_standalone
+from watch_history.settings import Settings
+from watch_history.store import ClientType, HistoryStore
 
 ROOT = Path(__file__).resolve().parent.parent
 EVENTS = ROOT / "events"

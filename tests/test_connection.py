@@ -34,6 +34,8 @@ from moto import mock_aws
 from mypy_boto3_secretsmanager import SecretsManagerClient
 from redis.cluster import KWARGS_DISABLED_KEYS, REDIS_ALLOWED_KEYS, RedisCluster
 from redis.connection import Connection, SSLConnection
+
+from devtools.engine import Engine, start_cluster, start_standalone
 from watch_history.connection import (
     CLIENT_NAME,
     HEALTH_CHECK_INTERVAL,
@@ -46,8 +48,6 @@ from watch_history.connection import (
 )
 from watch_history.errors import ConfigurationError, StoreUnavailableError
 from watch_history.settings import Settings
-
-from devtools.engine import Engine, start_cluster, start_standalone
 
 REGION = "eu-west-1"
 PASSWORD = "hunter2-Pa55"  # must never appear in an error

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 from aws_lambda_powertools.event_handler.openapi.models import OpenAPI
-from watch_history.models import ID_PATTERN, MAX_ASSET_IDS
 
 from devtools import openapi
+from watch_history.models import ID_PATTERN, MAX_ASSET_IDS
 
 COMMITTED = openapi.ROOT / "openapi.json"
 

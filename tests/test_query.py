@@ -22,6 +22,8 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+from devtools import bench_filters
 from watch_history.errors import InvalidInputError, StaleUpdateError
 from watch_history.models import (
     AssetInfo,
@@ -35,8 +37,6 @@ from watch_history.models import (
 )
 from watch_history.settings import Settings
 from watch_history.store import ClientType, HistoryStore
-
-from devtools import bench_filters
 
 BASE_MS = epoch_ms(datetime(2026, 1, 1, tzinfo=UTC))
 MIN_RESUME = 30.0  # Settings().min_resume_seconds

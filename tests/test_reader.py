@@ -20,15 +20,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from redis.backoff import NoBackoff
 from redis.retry import Retry
+
+import functions.history_reader.app as reader
+from devtools.lambda_context import FakeLambdaContext
+from tests.conftest import EVENTS, load_event
 from watch_history.errors import StaleUpdateError
 from watch_history.models import AssetInfo, EventType, HistoryQuery, ProgressUpdate
 from watch_history.runtime import set_store
 from watch_history.settings import Settings
 from watch_history.store import ClientType, HistoryStore
-
-import functions.history_reader.app as reader
-from devtools.lambda_context import FakeLambdaContext
-from tests.conftest import EVENTS, load_event
 
 DEMO = "demo-profile-1"
 T0 = datetime(2026, 3, 1, 20, 0, tzinfo=UTC)

@@ -21,6 +21,10 @@ import pytest
 from aws_lambda_powertools.utilities.batch import process_partial_response
 from aws_lambda_powertools.utilities.data_classes.kinesis_stream_event import KinesisStreamRecord
 from moto import mock_aws
+
+from devtools.engine import start_standalone
+from devtools.lambda_context import FakeLambdaContext, load_module
+from tests.conftest import load_event
 from watch_history import runtime
 from watch_history.connection import create_client
 from watch_history.errors import StaleUpdateError, StoreUnavailableError
@@ -37,10 +41,6 @@ from watch_history.recorder import (
 from watch_history.replay import from_get_records
 from watch_history.settings import Settings
 from watch_history.store import HistoryStore
-
-from devtools.engine import start_standalone
-from devtools.lambda_context import FakeLambdaContext, load_module
-from tests.conftest import load_event
 
 REGION = "us-east-1"
 STREAM_ARN = "arn:aws:kinesis:us-east-1:123456789012:stream/watch-progress"

@@ -16,14 +16,14 @@ import boto3
 import pytest
 from aws_lambda_powertools.utilities.batch import process_partial_response
 from moto import mock_aws
+
+from tests.conftest import load_event
 from watch_history import replay, runtime
 from watch_history.connection import create_client
 from watch_history.models import epoch_ms
 from watch_history.recorder import KinesisRecorder, decode_record
 from watch_history.settings import Settings
 from watch_history.store import HistoryStore
-
-from tests.conftest import load_event
 
 REGION = "us-east-1"
 EVENTS = load_event("kinesis_batch.json")["Records"]

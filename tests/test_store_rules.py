@@ -19,13 +19,13 @@ import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
+
+from tests.model import HistoryModel
 from watch_history.codec import ITEM_FIELDS
 from watch_history.errors import InvalidInputError, StaleUpdateError, StoreUnavailableError
 from watch_history.models import EventType, HistoryQuery, ProgressUpdate, epoch_ms
 from watch_history.settings import Settings
 from watch_history.store import _LUA, HistoryStore, RecordOutcome
-
-from tests.model import HistoryModel
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 

@@ -22,10 +22,10 @@ import pytest
 import redis
 from cfnlint.decode.cfn_yaml import load as load_cfn_yaml  # type: ignore[import-untyped]
 from redis.cluster import RedisCluster
-from watch_history.settings import Settings
 
 from devtools.check_layer import EM_AARCH64, check_layer, elf_machine
 from devtools.engine import start_cluster
+from watch_history.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
 TEMPLATE = REPO / "template.yaml"

@@ -16,13 +16,13 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+
+from devtools.lambda_context import FakeLambdaContext, load_module
+from tests.conftest import load_event
 from watch_history import runtime
 from watch_history.connection import create_client
 from watch_history.settings import Settings
 from watch_history.store import HistoryStore
-
-from devtools.lambda_context import FakeLambdaContext, load_module
-from tests.conftest import load_event
 
 PROFILE = "demo-profile-1"
 ASSET = "ipl-2026-m01"

@@ -30,6 +30,7 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel, Field, ValidationError
+
 from watch_history.auth import ForbiddenError, NotAuthenticatedError, authorize
 from watch_history.errors import ConfigurationError, InvalidInputError, StoreUnavailableError
 from watch_history.models import (
