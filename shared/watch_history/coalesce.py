@@ -65,42 +65,64 @@ def group_by_profile(
 def _asset_values(update: ProgressUpdate) -> list[object]:
     asset = update.asset
     if asset is None:
-        return [None] * len(ASSET_FIELDS)
-    values: list[object] = [getattr(asset, name) for name in ASSET_FIELDS]
-    teams_at = ASSET_FIELDS.index("teams")
-    if not values[teams_at]:
-        values[teams_at] = None  # an empty list says nothing (and Lua cannot tell [] from {})
-    return values
+        return _NO_ASSET
+    teams = asset.teams or None  # an empty list says nothing (and Lua cannot tell [] from {})
+    return [
+        asset.type,
+        asset.title,
+        asset.sport,
+        asset.series,
+        teams,
+        asset.show,
+        asset.season,
+        asset.episode,
+    ]
+
+
+_NO_ASSET: list[object] = [None] * len(ASSET_FIELDS)
 
 
 def collapse(updates: Sequence[ProgressUpdate], completion_threshold: float) -> list[object]:
     """One update standing for several of the same asset (see record_progress.lua's ARGV)."""
+    newest = updates[0]
+    if len(updates) == 1:  # the common case: nothing to merge
+        return [
+            newest.asset_id,
+            newest.event_ms,
+            newest.position,
+            newest.duration,
+            1 if newest.event_type is EventType.COMPLETE else 0,
+            newest.device_id,
+            *_asset_values(newest),
+            newest.event_ms,
+            None,
+            None,
+        ]
     # The newest wins; among equal times the first to arrive (a later equal one is a no-op).
-    newest_at = 0
-    for i, update in enumerate(updates):
-        if update.event_time > updates[newest_at].event_time:
-            newest_at = i
-    newest = updates[newest_at]
-    by_time = sorted(updates, key=lambda u: u.event_time, reverse=True)
-
-    def newest_present(values: Iterable[object]) -> object:
-        return next((value for value in values if value is not None), None)
-
-    asset = [
-        newest_present(_asset_values(u)[k] for u in [newest, *by_time])
-        for k in range(len(ASSET_FIELDS))
-    ]
-    duration = newest_present(u.duration for u in [newest, *by_time])
-    device = newest_present(u.device_id for u in [newest, *by_time])
+    for update in updates:
+        if update.event_ms > newest.event_ms:
+            newest = update
+    # Optional fields: from the newest update that carries them.
+    by_time = sorted(updates, key=lambda u: u.event_ms, reverse=True)
+    by_time.remove(newest)
+    by_time.insert(0, newest)
+    asset = list(_asset_values(newest))
+    duration, device = newest.duration, newest.device_id
+    for update in by_time[1:]:
+        if duration is None:
+            duration = update.duration
+        if device is None:
+            device = update.device_id
+        for k, value in enumerate(_asset_values(update)):
+            if asset[k] is None:
+                asset[k] = value
 
     last_completing: int | None = None
     undecided: list[list[float | int]] = []
-    for i, update in enumerate(updates):
-        if i == newest_at:
-            continue
+    for update in by_time[1:]:
         at = update.event_ms
         if update.event_type is EventType.COMPLETE or (
-            duration is not None and update.position >= completion_threshold * float(duration)  # type: ignore[arg-type]
+            duration is not None and update.position >= completion_threshold * duration
         ):
             if last_completing is None or at > last_completing:
                 last_completing = at

@@ -3,12 +3,12 @@
 --
 -- ARGV: none. Returns the number of items that were there.
 
-local watermark = open_document()
+local watermark, _, front = read_head()
 local now = now_ms()
 local n_items = array_len('$.h')
 local mark = math.max(watermark, now)
-if n_items > 0 then
-  local newest = item_at(0)[F_LAST] -- the array is sorted: the first is the newest
+if front ~= nil then
+  local newest = cjson.decode(front)[F_LAST] -- the array is sorted: the first is the newest
   if newest > mark then mark = newest end
 end
 redis.call('JSON.SET', K, '$.h', '[]')

@@ -99,22 +99,29 @@ local function remove_at(idx)
   redis.call('JSON.ARRPOP', K, '$.ids', idx)
 end
 
--- The tombstone of an asset (0 when none): updates at or before it are ignored.
-local function tombstone_of(asset_id, n_tombstones)
-  if n_tombstones == 0 then return 0, -1 end
-  local j = index_of('$.tid', asset_id)
-  if j < 0 then return 0, -1 end
-  return get1('$.tts[' .. j .. ']'), j
+-- The tombstone of an asset (0 when none) and its index in "tid" (-1 when none):
+-- updates at or before it are ignored. ``tids`` is the decoded "tid" array (from
+-- read_head), usually empty, so no server call is needed to find out.
+local function tombstone_of(asset_id, tids)
+  for j = 1, #tids do
+    if tids[j] == asset_id then return get1('$.tts[' .. (j - 1) .. ']'), j - 1 end
+  end
+  return 0, -1
 end
 
 local EMPTY_DOC = '{"v":1,"h":[],"ids":[],"tid":[],"tts":[],"wm":0}'
 
--- The clear-all watermark, creating the document when the profile has none.
-local function open_document()
-  local wm = get1('$.wm')
-  if wm == nil then
+-- What every write needs first, in ONE server call: the clear-all watermark, the
+-- tombstoned asset ids and the newest item (the one heartbeats usually update).
+-- Creates the document when the profile has none. Returns wm, tids, front (packed
+-- item text or nil when the history is empty).
+local function read_head()
+  local raw = redis.call('JSON.GET', K, '$.wm', '$.tid', '$.h[0]')
+  if not raw then
     redis.call('JSON.SET', K, '$', EMPTY_DOC)
-    return 0
+    return 0, {}, nil
   end
-  return wm
+  -- Several paths: an object keyed by path (key order differs between engines).
+  local head = cjson.decode(raw)
+  return head['$.wm'][1], head['$.tid'][1], head['$.h[0]'][1]
 end

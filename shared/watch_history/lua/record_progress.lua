@@ -32,9 +32,28 @@ local U_ID, U_TIME, U_POS, U_DUR, U_COMPLETE, U_DEVICE = 1, 2, 3, 4, 5, 6
 local U_META_FIRST, U_META_LAST = 7, 14   -- same order as F_TYPE .. F_EPISODE
 local U_EARLIEST, U_LAST_COMPLETING, U_UNDECIDED = 15, 16, 17
 
-local watermark = open_document()
-local n_tombstones = array_len('$.tid')
-local n_items = array_len('$.h')
+local watermark, tids, front = read_head()
+-- The number of items, read only when an item is added (most updates change one).
+local n_items = nil
+local function count_items()
+  if n_items == nil then n_items = array_len('$.h') end
+  return n_items
+end
+
+-- Index of an asset in the history: the newest item (read with the head) answers
+-- without a server call in the common case; else JSON.ARRINDEX on "ids".
+local function find(asset_id)
+  if front ~= nil then
+    local item = cjson.decode(front)
+    if item[F_ID] == asset_id then
+      for i = #item + 1, N_FIELDS do item[i] = NULL end
+      return 0, item
+    end
+  end
+  local idx = index_of('$.ids', asset_id)
+  if idx < 0 then return idx, nil end
+  return idx, item_at(idx)
+end
 
 local function reaches_end(position, duration)
   return not is_null(duration) and duration > 0 and position >= threshold * duration
@@ -87,6 +106,7 @@ end
 -- Drop the oldest items while there are more than max_items (ties: lowest assetId,
 -- which is the first of the tied run at the end of the sorted array).
 local function evict_overflow()
+  count_items()
   while n_items > max_items do
     local victim = n_items - 1
     local last = item_at(victim)[F_LAST]
@@ -100,7 +120,7 @@ local replies = {}
 for a = 2, #ARGV do
   local u = cjson.decode(ARGV[a])
   local asset_id = u[U_ID]
-  local tomb = tombstone_of(asset_id, n_tombstones)
+  local tomb = tombstone_of(asset_id, tids)
   -- Updates at or before the latest removal of this asset (or clear-all) never count.
   local cutoff = math.max(tomb, watermark)
   local status, item
@@ -109,19 +129,20 @@ for a = 2, #ARGV do
   elseif u[U_EARLIEST] <= cutoff then
     status = 'split'
   else
-    local idx = index_of('$.ids', asset_id)
+    local idx, stored = find(asset_id)
+    front = nil -- whatever happens next may change the front item: stop trusting it
     if idx < 0 then
       -- A new item (or the first after a removal).
       item = {asset_id, 0, 0, NULL, u[U_EARLIEST], 0, NULL, NULL}
       for i = #item + 1, N_FIELDS do item[i] = NULL end
       apply_newest(item, u, cutoff)
-      insert_item(insert_position(item[F_LAST], asset_id, n_items), item)
+      insert_item(insert_position(item[F_LAST], asset_id, count_items()), item)
       n_items = n_items + 1
       evict_overflow()
       status = 'applied'
     else
-      item = item_at(idx)
-      local before = pack(item)
+      item = stored
+      local first_before = item[F_FIRST]
       if u[U_EARLIEST] < item[F_FIRST] then item[F_FIRST] = u[U_EARLIEST] end
       if u[U_TIME] > item[F_LAST] then
         apply_newest(item, u, cutoff)
@@ -137,10 +158,11 @@ for a = 2, #ARGV do
       else
         -- Stale: the stored state stays; older records may still tell when it was
         -- first watched, that it was completed back then, and fill missing fields.
+        local before = pack(item)
         copy_asset_fields(item, u, true)
         item[F_DONE_AT] = completed_at(item, u, cutoff)
         local after = pack(item)
-        if after ~= before then
+        if after ~= before or item[F_FIRST] ~= first_before then
           redis.call('JSON.SET', K, '$.h[' .. idx .. ']', cjson.encode(after))
         end
         status = 'stale'

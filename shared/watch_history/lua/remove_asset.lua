@@ -11,10 +11,9 @@
 -- A newer heartbeat (t=101: the user plays it again) starts a new item.
 
 local ttl_ms = cjson.decode(ARGV[1])[1]
-open_document()
+local _, tids = read_head()
 local now = now_ms()
 local removed = 0
-local n_tombstones = array_len('$.tid')
 
 for a = 2, #ARGV do
   local asset_id = ARGV[a]
@@ -26,13 +25,13 @@ for a = 2, #ARGV do
     remove_at(idx)
     removed = removed + 1
   end
-  local old, j = tombstone_of(asset_id, n_tombstones)
+  local old, j = tombstone_of(asset_id, tids)
   if j >= 0 then
     if at > old then redis.call('JSON.SET', K, '$.tts[' .. j .. ']', at) end
   else
     redis.call('JSON.ARRAPPEND', K, '$.tid', cjson.encode(asset_id))
     redis.call('JSON.ARRAPPEND', K, '$.tts', at)
-    n_tombstones = n_tombstones + 1
+    tids[#tids + 1] = asset_id
   end
 end
 
