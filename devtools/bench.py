@@ -158,9 +158,11 @@ def timed(fn: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
-def bench_recorder(url: str, n_profiles: int, items: int, records: int, rounds: int) -> None:
+def bench_recorder(
+    url: str, n_profiles: int, items: int, records: int, rounds: int, *, chunk: int
+) -> None:
     client = redis.Redis.from_url(url)
-    settings = Settings(redis_url=url, key_prefix="bench:")
+    settings = Settings(redis_url=url, key_prefix="bench:", pipeline_profiles=chunk)
     store = HistoryStore(client, settings)
     runtime.set_store(store)
     os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
@@ -182,16 +184,20 @@ def bench_recorder(url: str, n_profiles: int, items: int, records: int, rounds: 
 
     floor_rates, handler_rates = [], []
     for r in range(rounds):
-        # heartbeats of what each profile watches now (plus a new title now and then),
-        # every profile's records spread through the batch as a stream delivers them
+        # A stream's batch: every profile sends heartbeats of what it watches now (its
+        # newest item); one in twenty starts another title during the batch and goes on
+        # with that one. A profile's records are spread through the batch, as a shard
+        # interleaves many viewers.
         at = newest + timedelta(minutes=10 * (r + 1))
-        batch = []
         per_profile = records // n_profiles
+        watching = {p: items - 1 for p in profiles}
+        switch_at = {p: rng.randrange(per_profile) for p in profiles if rng.random() < 0.05}
+        batch = []
         for step in range(per_profile):
             for p in profiles:
-                k = items - 1 if rng.random() < 0.9 else items + r * 10 + step
-                update = asset_update(p, k, at + timedelta(seconds=10 * step), rng)
-                batch.append(update)
+                if switch_at.get(p) == step:
+                    watching[p] = items + 1000 * r + step
+                batch.append(asset_update(p, watching[p], at + timedelta(seconds=10 * step), rng))
         event = kinesis_event(batch)
 
         def floor(batch: list[dict[str, Any]] = batch) -> None:
@@ -218,6 +224,7 @@ def bench_recorder(url: str, n_profiles: int, items: int, records: int, rounds: 
     print(f"| recorder handler (decode, validate, collapse, scripts) | {handler_rate:,.0f} |")
     print(f"| ratio handler/floor | {handler_rate / floor_rate:.2f} |")
     print(f"| one batch through the handler | {records / handler_rate * 1000:.0f} ms |")
+    print(f"| profiles per pipelined round trip | {settings.pipeline_profiles} |")
 
 
 def bench_reader(url: str, n_profiles: int, items: int, samples: int) -> None:
@@ -294,6 +301,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--records", type=int, default=10_000)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--samples", type=int, default=3000)
+    parser.add_argument(
+        "--pipeline-profiles", type=int, default=Settings().pipeline_profiles, dest="chunk"
+    )
     args = parser.parse_args(argv)
     with engine_url() as url:
         if args.what in ("all", "memory"):
@@ -301,7 +311,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.what in ("all", "reader"):
             bench_reader(url, min(args.profiles, 500), args.items, args.samples)
         if args.what in ("all", "recorder"):
-            bench_recorder(url, args.profiles, args.items, args.records, args.rounds)
+            bench_recorder(
+                url, args.profiles, args.items, args.records, args.rounds, chunk=args.chunk
+            )
     return 0
 
 

@@ -16,6 +16,7 @@ import json
 import re
 import time
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import cache
@@ -59,6 +60,18 @@ class RecordOutcome(StrEnum):
     APPLIED = "applied"  # newer than what was stored: the item reflects it
     STALE = "stale"  # not newer (duplicate, replay, late): the stored state stays
     IGNORED = "ignored"  # at or before a removal of the asset (or a clear): nothing changed
+
+
+# The one-letter statuses of record_progress.lua ("x": split, handled by record_batch).
+_OUTCOMES: Final = {
+    "a": RecordOutcome.APPLIED,
+    "s": RecordOutcome.STALE,
+    "i": RecordOutcome.IGNORED,
+    ord("a"): RecordOutcome.APPLIED,
+    ord("s"): RecordOutcome.STALE,
+    ord("i"): RecordOutcome.IGNORED,
+}
+_SPLIT: Final = {"x", ord("x")}
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +119,7 @@ class HistoryStore:
         self.client = client
         self.settings = settings
         self._clock_ms = clock_ms or (lambda: time.time_ns() // 1_000_000)
+        self._writer_thread: ThreadPoolExecutor | None = None
         self._record_config = json.dumps(
             [settings.completion_threshold, settings.max_items, 0], separators=(",", ":")
         )
@@ -119,12 +133,16 @@ class HistoryStore:
         """The profile's key. The ``{hash tag}`` keeps every command on one cluster slot."""
         return f"{self.settings.key_prefix}{{{check_id('profileId', profile_id)}}}"
 
-    def check_update(self, update: ProgressUpdate) -> None:
-        """InvalidInputError if the update can never be accepted (beyond its schema)."""
+    def check_update(self, update: ProgressUpdate, latest_ms: int | None = None) -> None:
+        """InvalidInputError if the update can never be accepted (beyond its schema).
+
+        ``latest_ms``: the latest acceptable eventTime (a batch computes it once).
+        """
         check_id("profileId", update.profile_id)
         check_id("assetId", update.asset_id)
-        limit = self._clock_ms() + self.settings.max_future_skew_seconds * 1000
-        if update.event_ms > limit:
+        if latest_ms is None:
+            latest_ms = self._clock_ms() + self.settings.max_future_skew_seconds * 1000
+        if update.event_ms > latest_ms:
             raise InvalidInputError(
                 f"eventTime {update.event_time.isoformat()} is more than "
                 f"{self.settings.max_future_skew_seconds} s in the future"
@@ -161,49 +179,70 @@ class HistoryStore:
         """
         result = BatchResult()
         valid: list[tuple[int, ProgressUpdate]] = []
+        latest_ms = self._clock_ms() + self.settings.max_future_skew_seconds * 1000
         for index, update in enumerate(updates):
             try:
-                self.check_update(update)
+                self.check_update(update, latest_ms)
             except InvalidInputError as exc:
                 result.failures[index] = exc
             else:
                 valid.append((index, update))
         pending = list(group_by_profile(valid).items())
-        threshold = self.settings.completion_threshold
         # A removal between the records of one collapsed update (rare) sends them again,
         # one by one, in a second pass.
         while pending:
-            split: list[tuple[str, list[AssetGroup]]] = []
-            size = self.settings.pipeline_profiles
-            for start in range(0, len(pending), size):
-                chunk = pending[start : start + size]
-                calls = [
-                    (
-                        profile_id,
-                        [self._record_config, *(g.script_argument(threshold) for g in groups)],
-                    )
-                    for profile_id, groups in chunk
-                ]
-                replies = self._execute("record_progress", calls)
-                result.round_trips += 1
-                for (profile_id, groups), reply in zip(chunk, replies, strict=True):
-                    if isinstance(reply, HistoryError):
-                        for group in groups:
-                            for index in group.indices:
-                                result.failures[index] = reply
-                        continue
-                    again = []
-                    for group, (status, _) in zip(groups, reply, strict=True):
-                        if status == b"split":
-                            again.extend(group.split())
-                            continue
-                        outcome = _outcome(status)
-                        for index in group.indices:
-                            result.outcomes[index] = outcome
-                    if again:
-                        split.append((profile_id, again))
-            pending = split
+            pending = self._record_chunks(pending, result)
         return result
+
+    def _record_chunks(
+        self, pending: list[tuple[str, list[AssetGroup]]], result: BatchResult
+    ) -> list[tuple[str, list[AssetGroup]]]:
+        """Send the profiles in chunks of ``settings.pipeline_profiles``, one round trip
+        each; the groups to send again one by one ("split") come back.
+
+        The chunks overlap: while one waits on the server (in the writer thread, the GIL
+        released), this thread prepares the next. The single writer thread keeps the
+        chunks in order, so a failure in chunk k says nothing about chunk k-1.
+        """
+        threshold = self.settings.completion_threshold
+        size = self.settings.pipeline_profiles
+        chunks = [pending[start : start + size] for start in range(0, len(pending), size)]
+        in_flight: list[tuple[list[tuple[str, list[AssetGroup]]], Future[list[Any]]]] = []
+        for chunk in chunks:
+            calls = [
+                (profile_id, [self._record_config, *(g.script_argument(threshold) for g in groups)])
+                for profile_id, groups in chunk
+            ]
+            in_flight.append(
+                (chunk, self._writer().submit(self._execute, "record_progress", calls))
+            )
+        split: list[tuple[str, list[AssetGroup]]] = []
+        for chunk, future in in_flight:
+            replies = future.result()
+            result.round_trips += 1
+            for (profile_id, groups), reply in zip(chunk, replies, strict=True):
+                if isinstance(reply, HistoryError):
+                    for group in groups:
+                        for index in group.indices:
+                            result.failures[index] = reply
+                    continue
+                again = []
+                for group, status in zip(groups, reply, strict=True):  # b"aas..": a letter each
+                    if status in _SPLIT:
+                        again.extend(group.split())
+                        continue
+                    outcome = _OUTCOMES[status]
+                    for index in group.indices:
+                        result.outcomes[index] = outcome
+                if again:
+                    split.append((profile_id, again))
+        return split
+
+    def _writer(self) -> ThreadPoolExecutor:
+        """The one thread that sends record chunks (created on first use)."""
+        if self._writer_thread is None:
+            self._writer_thread = ThreadPoolExecutor(1, thread_name_prefix="history-writer")
+        return self._writer_thread
 
     def remove(self, profile_id: str, asset_ids: Sequence[str]) -> int:
         """Remove assets and leave tombstones (late updates will not bring them back).
@@ -367,7 +406,7 @@ def _as_reply(result: Any, key: str) -> Any | HistoryError:
 
 
 def _outcome(status: bytes | str) -> RecordOutcome:
-    return RecordOutcome(status.decode() if isinstance(status, bytes) else status)
+    return _OUTCOMES[status.decode() if isinstance(status, bytes) else status]
 
 
 def _page_of(selection: Selection, packed: list[Any]) -> HistoryPage:

@@ -10,13 +10,14 @@
 --   lastCompletingTime: the newest of the OLDER merged records that completed;
 --   undecided: [[time, position], ...] older records that carried no duration at all,
 --   whose completion depends on the stored duration.
--- Returns one reply per update: {status, packedItem|false} where status is
---   "applied"  newer than what was stored: the item now reflects it
---   "stale"    not newer (duplicate, replay, late): only firstWatchedAt, completedAt and
---              missing asset fields may have been filled in
---   "ignored"  at or before a removal/clear of the asset: nothing changed
---   "split"    a removal falls between the records merged into this update: nothing
---              changed; the caller sends those records one by one instead.
+-- Returns, with returnItems = 1: one {status, packedItem|false} per update; else ONE
+-- string of status letters, one per update (a reply the client parses in one go):
+--   "a" applied  newer than what was stored: the item now reflects it
+--   "s" stale    not newer (duplicate, replay, late): only firstWatchedAt, completedAt
+--                and missing asset fields may have been filled in
+--   "i" ignored  at or before a removal/clear of the asset: nothing changed
+--   "x" split    a removal falls between the records merged into this update: nothing
+--                changed; the caller sends those records one by one instead.
 --
 -- Why a script: the rules read the stored item, compare times and write it back. Done
 -- from the client, two recorders (or the recorder and a user's "remove") could both
@@ -125,9 +126,9 @@ for a = 2, #ARGV do
   local cutoff = math.max(tomb, watermark)
   local status, item
   if u[U_TIME] <= cutoff then
-    status = 'ignored'
+    status = 'i'
   elseif u[U_EARLIEST] <= cutoff then
-    status = 'split'
+    status = 'x'
   else
     local idx, stored = find(asset_id)
     front = nil -- whatever happens next may change the front item: stop trusting it
@@ -139,7 +140,7 @@ for a = 2, #ARGV do
       insert_item(insert_position(item[F_LAST], asset_id, count_items()), item)
       n_items = n_items + 1
       evict_overflow()
-      status = 'applied'
+      status = 'a'
     else
       item = stored
       local first_before = item[F_FIRST]
@@ -154,7 +155,7 @@ for a = 2, #ARGV do
           remove_at(idx)
           insert_item(pos, item)
         end
-        status = 'applied'
+        status = 'a'
       else
         -- Stale: the stored state stays; older records may still tell when it was
         -- first watched, that it was completed back then, and fill missing fields.
@@ -165,19 +166,20 @@ for a = 2, #ARGV do
         if after ~= before or item[F_FIRST] ~= first_before then
           redis.call('JSON.SET', K, '$.h[' .. idx .. ']', cjson.encode(after))
         end
-        status = 'stale'
+        status = 's'
       end
     end
   end
-  if return_items and item == nil then
-    -- Ignored or split: the caller still wants what is stored.
-    local idx = index_of('$.ids', asset_id)
-    if idx >= 0 then item = item_at(idx) end
-  end
-  if return_items and item ~= nil then
-    replies[#replies + 1] = {status, pack(item)}
+  if not return_items then
+    replies[#replies + 1] = status
   else
-    replies[#replies + 1] = {status, false}
+    if item == nil then
+      -- Ignored or split: the caller still wants what is stored.
+      local idx = index_of('$.ids', asset_id)
+      if idx >= 0 then item = item_at(idx) end
+    end
+    replies[#replies + 1] = {status, item ~= nil and pack(item) or false}
   end
 end
-return replies
+if return_items then return replies end
+return table.concat(replies)
