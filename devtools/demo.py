@@ -75,15 +75,16 @@ REMOVED: Final = "movie-the-last-ferry"
 
 
 class CountingStore(HistoryStore):
-    """A ``HistoryStore`` that tallies the outcome of every ``record_batch``."""
+    """A ``HistoryStore`` that tallies the outcome of every batch it records
+    (``record_batch`` and the recorder's ``record_stream`` both end in the latter)."""
 
     def __init__(self, client: ClientType, settings: Settings) -> None:
         super().__init__(client, settings)
         self.outcomes: Counter[str] = Counter()
         self._lock = threading.Lock()
 
-    def record_batch(self, updates: Sequence[ProgressUpdate]) -> BatchResult:
-        result = super().record_batch(updates)
+    def record_stream(self, parts: Iterable[Sequence[tuple[int, ProgressUpdate]]]) -> BatchResult:
+        result = super().record_stream(parts)
         with self._lock:
             self.outcomes.update(outcome.value for outcome in result.outcomes.values())
         return result

@@ -9,8 +9,10 @@ How a batch goes (Powertools' ``BatchProcessor`` with its partial-response contr
 1. Per record, ``decode_record`` (the record handler) turns the base64 JSON into a
    ``ProgressUpdate`` or raises ``InvalidInputError``. Nothing touches the server and
    nothing is logged per record: this loop runs 10,000 times per invocation.
-2. The valid updates go to ONE ``HistoryStore.record_batch`` call: collapsed per
-   (profile, asset), one script call per profile, pipelined per chunk of profiles.
+2. The valid updates go to ONE ``HistoryStore.record_stream`` call: collapsed per
+   (profile, asset), one script call per profile, pipelined per chunk of profiles;
+   records are decoded profile group by profile group (by partition key) so that the
+   server applies one chunk while the next is decoded.
 3. Each record gets its disposition: applied / stale / ignored (done), quarantined
    (bad input: sent to the quarantine queue, never retried), or failed (the store was
    unavailable, or the quarantine send failed: reported by sequence number as a batch
@@ -291,10 +293,11 @@ def cyclic_gc_paused() -> Iterator[None]:
 class KinesisRecorder(BatchProcessor):
     """Powertools' Kinesis ``BatchProcessor``, writing the whole batch at once.
 
-    ``_process_record`` (per record) only decodes and validates into a staging list;
-    ``process`` then writes the batch with one ``record_batch`` call, quarantines the
-    bad records, and marks each record through ``success_handler``/``failure_handler``,
-    so ``response()`` is the usual ``{"batchItemFailures": [...]}``. ``report`` tells
+    ``_process_record`` (per record) only decodes and validates; ``process`` feeds the
+    decoded records, grouped by partition key, to one ``record_stream`` call (the
+    server applies a part while the next is decoded), quarantines the bad records,
+    and marks each record through ``success_handler``/``failure_handler``, so
+    ``response()`` is the usual ``{"batchItemFailures": [...]}``. ``report`` tells
     what became of every record (the replay tool reads it).
     """
 
@@ -318,34 +321,43 @@ class KinesisRecorder(BatchProcessor):
         self._metrics = metrics
         self._log = logger or Logger(service="watch-history")
         self.report = BatchReport()
-        self._updates: list[ProgressUpdate] = []
-        self._update_at: list[int] = []
         self._rejected: dict[int, str] = {}
         self._errors: dict[int, Exception] = {}
-        self._staged = 0
 
     def _prepare(self) -> None:
         super()._prepare()
         self.report = BatchReport()
-        self._updates = []
-        self._update_at = []
         self._rejected = {}
         self._errors = {}
-        self._staged = 0
 
-    def _process_record(self, record: dict[str, Any]) -> None:  # type: ignore[override]
-        """Decode and validate one record into the staging lists. No server, no logs."""
-        index = self._staged
-        self._staged += 1
-        try:
-            update = self.handler(record=KinesisStreamRecord(record))
-        except InvalidInputError as exc:
-            self._rejected[index] = str(exc)
-        except Exception as exc:  # a bug on one record: retry it, keep the batch going
-            self._errors[index] = exc
-        else:
-            self._updates.append(update)
-            self._update_at.append(index)
+    def _process_record(self, record: dict[str, Any]) -> ProgressUpdate:  # type: ignore[override]
+        """Decode and validate one record (the record handler). No server, no logs."""
+        update: ProgressUpdate = self.handler(record=KinesisStreamRecord(record))
+        return update
+
+    def _decoded_parts(self, profiles_per_part: int) -> Iterator[list[tuple[int, ProgressUpdate]]]:
+        """The batch's valid updates as (record index, update), decoded part by part.
+
+        Records are grouped by partition key (the producers' key is the profileId), so
+        each part holds every record of its profiles: ``record_stream`` sends a part to
+        the server while the next one is decoded here. Bad records are staged in
+        ``_rejected`` (quarantine) and ``_errors`` (retry) on the way.
+        """
+        by_key: dict[Any, list[int]] = {}
+        for index, record in enumerate(self.records):
+            by_key.setdefault((record.get("kinesis") or {}).get("partitionKey"), []).append(index)
+        keys = list(by_key.values())
+        for start in range(0, len(keys), profiles_per_part):
+            part: list[tuple[int, ProgressUpdate]] = []
+            for indices in keys[start : start + profiles_per_part]:
+                for index in indices:
+                    try:
+                        part.append((index, self._process_record(self.records[index])))
+                    except InvalidInputError as exc:
+                        self._rejected[index] = str(exc)
+                    except Exception as exc:  # a bug on one record: retry it, keep going
+                        self._errors[index] = exc
+            yield part
 
     def process(self) -> list[tuple[Any, ...]]:
         with cyclic_gc_paused():
@@ -353,21 +365,19 @@ class KinesisRecorder(BatchProcessor):
 
     def _process_batch(self) -> list[tuple[Any, ...]]:
         started = time.perf_counter()
-        for record in self.records:
-            self._process_record(record)
         count = len(self.records)
         dispositions: list[Disposition | None] = [None] * count
         reasons: dict[int, str] = {}
-        rejected = dict(self._rejected)
-
         try:
             store: HistoryStore | None = self._store()
         except StoreUnavailableError as exc:  # the cluster did not answer at cold start
             store = None
-            for index in self._update_at:
-                dispositions[index] = Disposition.FAILED
-                reasons[index] = f"{type(exc).__name__}: {exc}"
-        if store is not None and self._updates:
+            for part in self._decoded_parts(count or 1):
+                for index, _ in part:
+                    dispositions[index] = Disposition.FAILED
+                    reasons[index] = f"{type(exc).__name__}: {exc}"
+        rejected = self._rejected
+        if store is not None:
             self._write(store, dispositions, reasons, rejected)
         if rejected:
             settings = store.settings if store is not None else self._settings()
@@ -399,18 +409,17 @@ class KinesisRecorder(BatchProcessor):
         reasons: dict[int, str],
         rejected: dict[int, str],
     ) -> None:
-        """One ``record_batch`` for the whole batch; each record's outcome or error."""
-        result = store.record_batch(self._updates)
+        """Decode and write the batch, overlapped; each record's outcome or error."""
+        result = store.record_stream(self._decoded_parts(store.settings.pipeline_profiles))
         self.report.round_trips = result.round_trips
-        at = self._update_at
-        for k, outcome in result.outcomes.items():
-            dispositions[at[k]] = _FROM_OUTCOME[outcome]
-        for k, error in result.failures.items():
+        for index, outcome in result.outcomes.items():
+            dispositions[index] = _FROM_OUTCOME[outcome]
+        for index, error in result.failures.items():
             if isinstance(error, InvalidInputError):  # bad id, eventTime too far ahead
-                rejected[at[k]] = str(error)
+                rejected[index] = str(error)
             else:
-                dispositions[at[k]] = Disposition.FAILED
-                reasons[at[k]] = f"{type(error).__name__}: {error}"
+                dispositions[index] = Disposition.FAILED
+                reasons[index] = f"{type(error).__name__}: {error}"
 
     @tracer.capture_method(capture_response=False)
     def _send_to_quarantine(

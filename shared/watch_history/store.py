@@ -88,6 +88,10 @@ def _script(name: str) -> _Script:
     return _Script(name, source, hashlib.sha1(source.encode()).hexdigest())  # noqa: S324 (the server's script id)
 
 
+_InFlight = tuple[list[tuple[str, list[AssetGroup]]], Future[list[Any]]]
+"""A chunk of (profile, its groups) and the round trip that carries it."""
+
+
 @dataclass(slots=True)
 class BatchResult:
     """Per update of a batch (by its index): the outcome, or the error that stopped it."""
@@ -177,45 +181,59 @@ class HistoryStore:
         Never raises for one bad update or one unreachable shard: each update's outcome
         or error is in the result, by its index in ``updates``.
         """
+        return self.record_stream([list(enumerate(updates))])
+
+    def record_stream(self, parts: Iterable[Sequence[tuple[int, ProgressUpdate]]]) -> BatchResult:
+        """``record_batch`` for updates that arrive in parts, as (index, update) pairs.
+
+        Each part is collapsed and sent (one writer thread, round trips in order) while
+        the caller produces the next part: the recorder decodes the records of the next
+        profiles while the server applies the previous ones. Put all updates of one
+        profile in one part to keep to one script call per profile; splitting a profile
+        across parts costs a round trip, not correctness (the rules do not depend on
+        order). The result is keyed by the callers' indices.
+        """
         result = BatchResult()
-        valid: list[tuple[int, ProgressUpdate]] = []
         latest_ms = self._clock_ms() + self.settings.max_future_skew_seconds * 1000
-        for index, update in enumerate(updates):
-            try:
-                self.check_update(update, latest_ms)
-            except InvalidInputError as exc:
-                result.failures[index] = exc
-            else:
-                valid.append((index, update))
-        pending = list(group_by_profile(valid).items())
+        in_flight: list[_InFlight] = []
+        for part in parts:
+            valid: list[tuple[int, ProgressUpdate]] = []
+            for index, update in part:
+                try:
+                    self.check_update(update, latest_ms)
+                except InvalidInputError as exc:
+                    result.failures[index] = exc
+                else:
+                    valid.append((index, update))
+            in_flight.extend(self._send(list(group_by_profile(valid).items())))
+        pending = self._gather(in_flight, result)
         # A removal between the records of one collapsed update (rare) sends them again,
         # one by one, in a second pass.
         while pending:
-            pending = self._record_chunks(pending, result)
+            pending = self._gather(self._send(pending), result)
         return result
 
-    def _record_chunks(
-        self, pending: list[tuple[str, list[AssetGroup]]], result: BatchResult
-    ) -> list[tuple[str, list[AssetGroup]]]:
-        """Send the profiles in chunks of ``settings.pipeline_profiles``, one round trip
-        each; the groups to send again one by one ("split") come back.
-
-        The chunks overlap: while one waits on the server (in the writer thread, the GIL
-        released), this thread prepares the next. The single writer thread keeps the
-        chunks in order, so a failure in chunk k says nothing about chunk k-1.
-        """
+    def _send(self, profiles: list[tuple[str, list[AssetGroup]]]) -> list[_InFlight]:
+        """Queue the profiles' script calls on the writer thread, a round trip per
+        ``settings.pipeline_profiles`` profiles."""
         threshold = self.settings.completion_threshold
         size = self.settings.pipeline_profiles
-        chunks = [pending[start : start + size] for start in range(0, len(pending), size)]
-        in_flight: list[tuple[list[tuple[str, list[AssetGroup]]], Future[list[Any]]]] = []
-        for chunk in chunks:
+        sent = []
+        for start in range(0, len(profiles), size):
+            chunk = profiles[start : start + size]
             calls = [
                 (profile_id, [self._record_config, *(g.script_argument(threshold) for g in groups)])
                 for profile_id, groups in chunk
             ]
-            in_flight.append(
-                (chunk, self._writer().submit(self._execute, "record_progress", calls))
-            )
+            sent.append((chunk, self._writer().submit(self._execute, "record_progress", calls)))
+        return sent
+
+    @staticmethod
+    def _gather(
+        in_flight: list[_InFlight], result: BatchResult
+    ) -> list[tuple[str, list[AssetGroup]]]:
+        """Wait for the round trips, in order; record outcomes and failures in ``result``.
+        Returns the groups to send again one by one ("split")."""
         split: list[tuple[str, list[AssetGroup]]] = []
         for chunk, future in in_flight:
             replies = future.result()
