@@ -85,43 +85,48 @@ _NO_ASSET: list[object] = [None] * len(ASSET_FIELDS)
 def collapse(updates: Sequence[ProgressUpdate], completion_threshold: float) -> list[object]:
     """One update standing for several of the same asset (see record_progress.lua's ARGV)."""
     newest = updates[0]
-    if len(updates) == 1:  # the common case: nothing to merge
+    newest_ms = newest.event_ms
+    if len(updates) == 1:  # nothing to merge
         return [
             newest.asset_id,
-            newest.event_ms,
+            newest_ms,
             newest.position,
             newest.duration,
             1 if newest.event_type is EventType.COMPLETE else 0,
             newest.device_id,
             *_asset_values(newest),
-            newest.event_ms,
+            newest_ms,
             None,
             None,
         ]
     # The newest wins; among equal times the first to arrive (a later equal one is a no-op).
-    for update in updates:
-        if update.event_ms > newest.event_ms:
-            newest = update
-    # Optional fields: from the newest update that carries them.
-    by_time = sorted(updates, key=lambda u: u.event_ms, reverse=True)
-    by_time.remove(newest)
-    by_time.insert(0, newest)
-    asset = list(_asset_values(newest))
+    times = [u.event_ms for u in updates]
+    for update, at in zip(updates, times, strict=True):
+        if at > newest_ms:
+            newest, newest_ms = update, at
+    asset = _asset_values(newest)
     duration, device = newest.duration, newest.device_id
-    for update in by_time[1:]:
-        if duration is None:
-            duration = update.duration
-        if device is None:
-            device = update.device_id
-        for k, value in enumerate(_asset_values(update)):
-            if asset[k] is None:
-                asset[k] = value
+    if duration is None or device is None or None in asset:
+        # Optional fields the newest lacks: from the newest of the others that has them.
+        asset = list(asset)
+        for update in sorted(updates, key=lambda u: u.event_ms, reverse=True):
+            if update is newest:
+                continue
+            if duration is None:
+                duration = update.duration
+            if device is None:
+                device = update.device_id
+            for k, value in enumerate(_asset_values(update)):
+                if asset[k] is None:
+                    asset[k] = value
 
     last_completing: int | None = None
     undecided: list[list[float | int]] = []
-    for update in by_time[1:]:
-        at = update.event_ms
-        if update.event_type is EventType.COMPLETE or (
+    complete = EventType.COMPLETE
+    for update, at in zip(updates, times, strict=True):
+        if update is newest:
+            continue
+        if update.event_type is complete or (
             duration is not None and update.position >= completion_threshold * duration
         ):
             if last_completing is None or at > last_completing:
@@ -130,13 +135,13 @@ def collapse(updates: Sequence[ProgressUpdate], completion_threshold: float) -> 
             undecided.append([at, update.position])
     return [
         newest.asset_id,
-        newest.event_ms,
+        newest_ms,
         newest.position,
         duration,
-        1 if newest.event_type is EventType.COMPLETE else 0,
+        1 if newest.event_type is complete else 0,
         device,
         *asset,
-        min(u.event_ms for u in updates),
+        min(times),
         last_completing,
         undecided or None,
     ]

@@ -25,7 +25,6 @@ watch_history.replay quarantine`` re-drives them through this same code.
 
 from __future__ import annotations
 
-import base64
 import binascii
 import gc
 import json
@@ -115,7 +114,7 @@ def decode_record(record: KinesisStreamRecord) -> ProgressUpdate:
     """
     data = record["kinesis"]["data"]
     try:
-        raw = base64.b64decode(data, validate=True)
+        raw = binascii.a2b_base64(data, strict_mode=True)  # base64.b64decode, minus a layer
     except (binascii.Error, ValueError, TypeError):
         raise InvalidInputError("data is not valid base64") from None
     try:

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime
 from enum import StrEnum
 from functools import cache
 from pathlib import Path
@@ -43,6 +44,7 @@ from watch_history.models import (
     HistoryQuery,
     ProgressUpdate,
     Status,
+    from_epoch_ms,
 )
 from watch_history.query import Selection
 from watch_history.settings import Settings
@@ -137,16 +139,18 @@ class HistoryStore:
         """The profile's key. The ``{hash tag}`` keeps every command on one cluster slot."""
         return f"{self.settings.key_prefix}{{{check_id('profileId', profile_id)}}}"
 
-    def check_update(self, update: ProgressUpdate, latest_ms: int | None = None) -> None:
+    def latest_event_time(self) -> datetime:
+        """The latest eventTime accepted now (``MAX_FUTURE_SKEW_SECONDS`` ahead)."""
+        return from_epoch_ms(self._clock_ms() + self.settings.max_future_skew_seconds * 1000)
+
+    def check_update(self, update: ProgressUpdate, latest: datetime | None = None) -> None:
         """InvalidInputError if the update can never be accepted (beyond its schema).
 
-        ``latest_ms``: the latest acceptable eventTime (a batch computes it once).
+        ``latest``: ``latest_event_time()``, which a batch computes once.
         """
         check_id("profileId", update.profile_id)
         check_id("assetId", update.asset_id)
-        if latest_ms is None:
-            latest_ms = self._clock_ms() + self.settings.max_future_skew_seconds * 1000
-        if update.event_ms > latest_ms:
+        if update.event_time > (latest or self.latest_event_time()):
             raise InvalidInputError(
                 f"eventTime {update.event_time.isoformat()} is more than "
                 f"{self.settings.max_future_skew_seconds} s in the future"
@@ -194,13 +198,13 @@ class HistoryStore:
         order). The result is keyed by the callers' indices.
         """
         result = BatchResult()
-        latest_ms = self._clock_ms() + self.settings.max_future_skew_seconds * 1000
+        latest = self.latest_event_time()
         in_flight: list[_InFlight] = []
         for part in parts:
             valid: list[tuple[int, ProgressUpdate]] = []
             for index, update in part:
                 try:
-                    self.check_update(update, latest_ms)
+                    self.check_update(update, latest)
                 except InvalidInputError as exc:
                     result.failures[index] = exc
                 else:
