@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from enum import StrEnum
-from functools import cached_property
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -136,7 +135,7 @@ class ProgressUpdate(_Schema):
     device_id: Id | None = None
     asset: AssetInfo | None = None
 
-    @cached_property
+    @property
     def event_ms(self) -> int:
         """eventTime in epoch milliseconds (what the store compares)."""
         return epoch_ms(self.event_time)
