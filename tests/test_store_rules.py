@@ -19,6 +19,7 @@ import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
+from redis.cluster import RedisCluster
 
 from tests.model import HistoryModel
 from watch_history.codec import ITEM_FIELDS
@@ -510,3 +511,31 @@ def test_the_history_array_stays_sorted_and_aligned_with_its_ids(
     assert [v[0] for v in decoded] == doc["ids"]
     keys = [(-v[1], v[0]) for v in decoded]
     assert keys == sorted(keys)
+
+
+def test_a_batch_costs_one_script_call_per_profile_and_a_round_trip_per_chunk(
+    make_store: Callable[..., HistoryStore], profile_id: str
+):
+    store = make_store(pipeline_profiles=100)
+    t = NOW - timedelta(hours=1)
+    batch = [
+        update(f"{profile_id}-{p}", f"a{p % 3}", t + timedelta(seconds=k), float(k))
+        for k in range(5)
+        for p in range(300)
+    ]
+    store.record_batch([batch[0]])  # the script is loaded: NOSCRIPT retries do not count
+    client = store.client
+    nodes = (
+        [client.get_redis_connection(n) for n in client.get_primaries()]
+        if isinstance(client, RedisCluster)
+        else [client]
+    )
+    for node in nodes:
+        node.config_resetstat()
+    result = store.record_batch(batch)
+    calls = sum(
+        node.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0) for node in nodes
+    )
+    assert calls == 300  # 1,500 records, 300 profiles: one script call each
+    assert result.round_trips == 3
+    assert set(result.outcomes) == set(range(len(batch)))
