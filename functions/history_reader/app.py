@@ -2,7 +2,9 @@
 
 Thin on purpose: parse (Powertools validates each parameter, ``HistoryQuery`` the way
 they combine) -> authorize -> ``HistoryStore`` -> shape (``to_api()``, ETag). Every
-rule of what a query selects lives in the layer (models.py, query.py, store.py).
+rule of what a query selects lives in the layer (models.py, query.py, store.py); the
+HTTP plumbing both APIs share (error bodies, exception -> status, the caller check) in
+``watch_history.http_api``.
 
 Status codes: 200; 304 when ``If-None-Match`` carries the current ETag; 400 for a
 combination of filters that cannot work or a bad cursor; 401 without token claims;
@@ -16,23 +18,27 @@ sent) and ``Cache-Control: private, no-cache``.
 from __future__ import annotations
 
 import hashlib
-import json
-from collections.abc import Callable
 from http import HTTPStatus
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response, content_types
-from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 from aws_lambda_powertools.event_handler.openapi.params import Header, Path, Query
 from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, ValidationError
 
-from watch_history.auth import ForbiddenError, NotAuthenticatedError, authorize
-from watch_history.errors import ConfigurationError, InvalidInputError, StoreUnavailableError
+from watch_history.errors import InvalidInputError
+from watch_history.http_api import (
+    authorized_store,
+    documented_responses,
+    error_response,
+    register_error_handlers,
+    resolve,
+    serialize,
+)
 from watch_history.models import (
     MAX_ASSET_IDS,
     AssetTypeName,
@@ -43,38 +49,18 @@ from watch_history.models import (
     Id,
     Status,
 )
-from watch_history.runtime import get_store
-from watch_history.store import HistoryStore
 
 SERVICE = "history-reader"
 CACHE_CONTROL = "private, no-cache"
-RETRY_AFTER_SECONDS = 1
 
 logger = Logger(service=SERVICE)
 tracer = Tracer(service=SERVICE)
 metrics = Metrics(namespace="WatchHistory", service=SERVICE)
 app = APIGatewayHttpResolver(enable_validation=True)
+register_error_handlers(app, logger=logger, metrics=metrics)
 
 
 # --- documented shapes ----------------------------------------------------------------
-
-
-class ErrorBody(BaseModel):
-    """Every error response (and no body at all for 304)."""
-
-    message: str = Field(description="what went wrong, for a developer")
-
-
-class ValidationErrorBody(ErrorBody):
-    """422: a parameter failed its schema."""
-
-    errors: list[dict[str, Any]] = Field(
-        description="one entry per bad parameter: loc (e.g. [query, limit]), type, msg"
-    )
-
-
-def _error_doc(description: str, model: type[BaseModel] = ErrorBody) -> OpenAPIResponse:
-    return {"description": description, "content": {"application/json": {"model": model}}}
 
 
 def _etag_headers() -> dict[str, Any]:
@@ -87,8 +73,8 @@ def _etag_headers() -> dict[str, Any]:
 def _responses(
     ok: str, model: type[BaseModel], errors: dict[int, str]
 ) -> dict[int, OpenAPIResponse]:
-    """The documented responses of a route (fresh dicts: Powertools edits them in place)."""
-    responses: dict[int, OpenAPIResponse] = {
+    """The documented responses of a route: 200 and 304 with an ETag, then the errors."""
+    cacheable: dict[int, OpenAPIResponse] = {
         200: {
             "description": ok,
             "headers": _etag_headers(),
@@ -100,16 +86,7 @@ def _responses(
             "content": {},
         },
     }
-    for status, description in errors.items():
-        responses[status] = _error_doc(description)
-    responses[401] = _error_doc("no token claims (the request did not pass the JWT authorizer)")
-    responses[403] = _error_doc("the token does not grant this profile")
-    responses[422] = _error_doc("a parameter failed its schema", ValidationErrorBody)
-    responses[503] = {
-        **_error_doc("the store did not answer: retry after Retry-After seconds"),
-        "headers": {"Retry-After": {"description": "seconds", "schema": {"type": "integer"}}},
-    }
-    return responses
+    return documented_responses(cacheable, errors, invalid="a parameter failed its schema")
 
 
 # --- parameters -----------------------------------------------------------------------
@@ -174,7 +151,7 @@ def list_history(
     ] = None,
     if_none_match: IfNoneMatch = None,
 ) -> Response[str]:
-    store = _authorized_store(profile_id)
+    store = authorized_store(app, profile_id)
     try:
         query = HistoryQuery(
             sport=sport,
@@ -210,10 +187,12 @@ def get_history_item(
     asset_id: AssetIdParam,
     if_none_match: IfNoneMatch = None,
 ) -> Response[str]:
-    store = _authorized_store(profile_id)
+    store = authorized_store(app, profile_id)
     item = store.get_item(profile_id, asset_id)
     if item is None:
-        return _error(HTTPStatus.NOT_FOUND, f"asset {asset_id} is not in this profile's history")
+        return error_response(
+            HTTPStatus.NOT_FOUND, f"asset {asset_id} is not in this profile's history"
+        )
     return _cacheable(item.to_api(), if_none_match)
 
 
@@ -224,11 +203,6 @@ def page_body(page: HistoryPage) -> dict[str, Any]:
     """The 200 body of a page: ``{"items": [...], "nextCursor": str | null}``."""
     body = page.model_dump(mode="json", by_alias=True, exclude={"items"})
     return {"items": [item.to_api() for item in page.items], **body}
-
-
-def serialize(payload: Any) -> str:
-    """The body exactly as it is sent (the ETag is the hash of this text)."""
-    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
 
 
 def etag_of(body: str) -> str:
@@ -259,17 +233,6 @@ def _cacheable(payload: Any, if_none_match: str | None) -> Response[str]:
     )
 
 
-def _error(
-    status: HTTPStatus, message: str, *, headers: dict[str, str] | None = None, **extra: Any
-) -> Response[str]:
-    return Response(
-        status_code=status.value,
-        content_type=content_types.APPLICATION_JSON,
-        headers={"Cache-Control": "no-store", **(headers or {})},
-        body=serialize({"message": message, **extra}),
-    )
-
-
 def _validation_message(exc: ValidationError) -> str:
     parts = []
     for error in exc.errors(include_url=False, include_input=False):
@@ -279,80 +242,6 @@ def _validation_message(exc: ValidationError) -> str:
     return "; ".join(parts) or "invalid query"
 
 
-def _authorized_store(profile_id: str) -> HistoryStore:
-    """The store, once the JWT claims grant ``profile_id`` (else 401/403)."""
-    store = get_store()
-    claims = app.current_event.request_context.authorizer.jwt_claim
-    authorize(claims, profile_id, store.settings)
-    return store
-
-
-# --- errors ---------------------------------------------------------------------------
-
-_Handler = TypeVar("_Handler", bound=Callable[..., Response[str]])
-
-
-def _on(*exc_types: type[Exception]) -> Callable[[_Handler], _Handler]:
-    """``app.exception_handler`` with its type kept (Powertools' decorator is untyped)."""
-
-    def register(handler: _Handler) -> _Handler:
-        app.exception_handler(list(exc_types))(handler)
-        return handler
-
-    return register
-
-
-@_on(RequestValidationError)
-def _invalid_parameter(exc: RequestValidationError) -> Response[str]:
-    errors = [
-        {
-            "loc": list(error.get("loc", ())),
-            "type": error.get("type"),
-            "msg": str(error.get("msg", "")),
-        }
-        for error in exc.errors()
-    ]
-    details = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors)
-    return _error(HTTPStatus.UNPROCESSABLE_ENTITY, f"invalid request: {details}", errors=errors)
-
-
-@_on(InvalidInputError)
-def _invalid_input(exc: InvalidInputError) -> Response[str]:
-    return _error(HTTPStatus.BAD_REQUEST, str(exc))
-
-
-@_on(NotAuthenticatedError)
-def _not_authenticated(exc: NotAuthenticatedError) -> Response[str]:
-    return _error(HTTPStatus.UNAUTHORIZED, str(exc), headers={"WWW-Authenticate": "Bearer"})
-
-
-@_on(ForbiddenError)
-def _forbidden(exc: ForbiddenError) -> Response[str]:
-    return _error(HTTPStatus.FORBIDDEN, str(exc))
-
-
-@_on(StoreUnavailableError)
-def _unavailable(exc: StoreUnavailableError) -> Response[str]:
-    logger.warning("store unavailable", extra={"error": str(exc)})
-    metrics.add_metric(name="StoreUnavailable", unit=MetricUnit.Count, value=1)
-    return _error(
-        HTTPStatus.SERVICE_UNAVAILABLE,
-        "the history store is unavailable: retry later",
-        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
-    )
-
-
-@_on(ConfigurationError)
-def _misconfigured(exc: ConfigurationError) -> Response[str]:
-    logger.error("service misconfigured", extra={"error": str(exc)})
-    return _error(HTTPStatus.INTERNAL_SERVER_ERROR, "the service is misconfigured")
-
-
-@app.not_found
-def _no_route(_exc: Exception) -> Response[str]:
-    return _error(HTTPStatus.NOT_FOUND, "no such resource")
-
-
 # --- entry point ----------------------------------------------------------------------
 
 
@@ -360,7 +249,4 @@ def _no_route(_exc: Exception) -> Response[str]:
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    response = app.resolve(event, context)
-    status = int(response.get("statusCode", 500))
-    metrics.add_metric(name=f"Status{status // 100}xx", unit=MetricUnit.Count, value=1)
-    return response
+    return resolve(app, event, context, metrics)

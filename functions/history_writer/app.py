@@ -2,6 +2,8 @@
 
 Thin on purpose: parse (Powertools validates the path ids with ``Id`` and the body with
 ``ProgressBody``) -> authorize -> one ``HistoryStore`` call -> shape (``to_api()``).
+The HTTP plumbing both APIs share (error bodies, exception -> status, the caller
+check) is ``watch_history.http_api``; the body's own errors (413, 415, 400) are here.
 
 - ``PUT /profiles/{profileId}/history/{assetId}``: record progress ("mark as watched"
   is ``eventType: complete``). 200 with the stored item; an update older than what is
@@ -21,13 +23,12 @@ from __future__ import annotations
 
 import binascii
 import json
-from collections.abc import Callable
 from datetime import UTC, datetime
 from http import HTTPStatus
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
-from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response, content_types
+from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.event_handler.openapi.exceptions import (
     RequestUnsupportedContentType,
     RequestValidationError,
@@ -37,21 +38,24 @@ from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from pydantic import BaseModel, Field
 
-from watch_history.auth import ForbiddenError, NotAuthenticatedError, authorize
-from watch_history.errors import (
-    ConfigurationError,
-    InvalidInputError,
-    StaleUpdateError,
-    StoreUnavailableError,
+from watch_history.errors import StaleUpdateError
+from watch_history.http_api import (
+    NO_STORE,
+    authorized_store,
+    documented_responses,
+    error_response,
+    exception_handler,
+    json_response,
+    register_error_handlers,
+    resolve,
+    unprocessable,
+    validation_errors,
 )
 from watch_history.models import HistoryItem, Id, ProgressBody, ProgressUpdate, rfc3339_ms
 from watch_history.runtime import get_store
-from watch_history.store import HistoryStore
 
 SERVICE = "history-writer"
-RETRY_AFTER_SECONDS = 1
 
 logger = Logger(service=SERVICE)
 tracer = Tracer(service=SERVICE)
@@ -79,44 +83,16 @@ def _parse_body(text: str) -> Any:
 
 
 app = APIGatewayHttpResolver(enable_validation=True, json_body_deserializer=_parse_body)
+register_error_handlers(app, logger=logger, metrics=metrics)
 
 
 # --- documented shapes ----------------------------------------------------------------
 
 
-class ErrorBody(BaseModel):
-    """Every error response (and no body at all for 304)."""
-
-    message: str = Field(description="what went wrong, for a developer")
-
-
-class ValidationErrorBody(ErrorBody):
-    """422: a parameter failed its schema."""
-
-    errors: list[dict[str, Any]] = Field(
-        description="one entry per bad parameter: loc (e.g. [query, limit]), type, msg"
-    )
-
-
-def _error_doc(description: str, model: type[BaseModel] = ErrorBody) -> OpenAPIResponse:
-    return {"description": description, "content": {"application/json": {"model": model}}}
-
-
 def _responses(
     ok: dict[int, OpenAPIResponse], errors: dict[int, str]
 ) -> dict[int, OpenAPIResponse]:
-    """The documented responses of a route (fresh dicts: Powertools edits them in place)."""
-    responses = dict(ok)
-    for status, description in errors.items():
-        responses[status] = _error_doc(description)
-    responses[401] = _error_doc("no token claims (the request did not pass the JWT authorizer)")
-    responses[403] = _error_doc("the token does not grant this profile")
-    responses[422] = _error_doc("a parameter or the body failed its schema", ValidationErrorBody)
-    responses[503] = {
-        **_error_doc("the store did not answer: retry after Retry-After seconds"),
-        "headers": {"Retry-After": {"description": "seconds", "schema": {"type": "integer"}}},
-    }
-    return responses
+    return documented_responses(ok, errors, invalid="a parameter or the body failed its schema")
 
 
 def _no_content(description: str) -> dict[int, OpenAPIResponse]:
@@ -162,7 +138,7 @@ ProgressBodyParam = Annotated[
 def put_history_item(
     profile_id: ProfileIdParam, asset_id: AssetIdParam, body: ProgressBodyParam
 ) -> Response[str]:
-    store = _authorized_store(profile_id)
+    store = authorized_store(app, profile_id)
     fields = body.model_dump()
     fields.update(
         profile_id=profile_id,
@@ -175,14 +151,14 @@ def put_history_item(
     except StaleUpdateError as stale:
         if isinstance(stale.item, HistoryItem):
             metrics.add_metric(name="StaleUpdates", unit=MetricUnit.Count, value=1)
-            return _json(HTTPStatus.OK, stale.item.to_api())
+            return json_response(HTTPStatus.OK, stale.item.to_api())
         metrics.add_metric(name="IgnoredUpdates", unit=MetricUnit.Count, value=1)
-        return _error(
+        return error_response(
             HTTPStatus.CONFLICT,
             f"asset {asset_id} was removed (or the history cleared) after "
             f"{rfc3339_ms(update.event_time)}: the update was not recorded",
         )
-    return _json(HTTPStatus.OK, item.to_api())
+    return json_response(HTTPStatus.OK, item.to_api())
 
 
 @app.delete(
@@ -193,11 +169,9 @@ def put_history_item(
     responses=_responses(_no_content("removed (or was not there)"), {}),
 )
 def delete_history_item(profile_id: ProfileIdParam, asset_id: AssetIdParam) -> Response[str]:
-    store = _authorized_store(profile_id)
+    store = authorized_store(app, profile_id)
     store.remove(profile_id, [asset_id])
-    return Response(
-        status_code=HTTPStatus.NO_CONTENT, headers={"Cache-Control": "no-store"}, body=""
-    )
+    return _done()
 
 
 @app.delete(
@@ -208,123 +182,45 @@ def delete_history_item(profile_id: ProfileIdParam, asset_id: AssetIdParam) -> R
     responses=_responses(_no_content("cleared"), {}),
 )
 def clear_history(profile_id: ProfileIdParam) -> Response[str]:
-    store = _authorized_store(profile_id)
+    store = authorized_store(app, profile_id)
     store.clear(profile_id)
-    return Response(
-        status_code=HTTPStatus.NO_CONTENT, headers={"Cache-Control": "no-store"}, body=""
-    )
+    return _done()
 
 
 # --- shaping --------------------------------------------------------------------------
 
 
-def _json(
-    status: HTTPStatus, payload: Any, *, headers: dict[str, str] | None = None
-) -> Response[str]:
-    return Response(
-        status_code=status,
-        content_type=content_types.APPLICATION_JSON,
-        headers={"Cache-Control": "no-store", **(headers or {})},
-        body=json.dumps(payload, separators=(",", ":"), ensure_ascii=False),
-    )
-
-
-def _error(
-    status: HTTPStatus, message: str, *, headers: dict[str, str] | None = None, **extra: Any
-) -> Response[str]:
-    return _json(status, {"message": message, **extra}, headers=headers)
-
-
-def _authorized_store(profile_id: str) -> HistoryStore:
-    """The store, once the JWT claims grant ``profile_id`` (else 401/403)."""
-    store = get_store()
-    claims = app.current_event.request_context.authorizer.jwt_claim
-    authorize(claims, profile_id, store.settings)
-    return store
+def _done() -> Response[str]:
+    """204: nothing to send back."""
+    return Response(status_code=HTTPStatus.NO_CONTENT, headers={"Cache-Control": NO_STORE}, body="")
 
 
 # --- errors ---------------------------------------------------------------------------
 
-_Handler = TypeVar("_Handler", bound=Callable[..., Response[str]])
 
-
-def _on(*exc_types: type[Exception]) -> Callable[[_Handler], _Handler]:
-    """``app.exception_handler`` with its type kept (Powertools' decorator is untyped)."""
-
-    def register(handler: _Handler) -> _Handler:
-        app.exception_handler(list(exc_types))(handler)
-        return handler
-
-    return register
-
-
-@_on(RequestValidationError)
+@exception_handler(app, RequestValidationError)
 def _invalid_request(exc: RequestValidationError) -> Response[str]:
-    errors = [
-        {
-            "loc": list(error.get("loc", ())),
-            "type": error.get("type"),
-            "msg": str(error.get("msg", "")).removeprefix("Value error, "),
-        }
-        for error in exc.errors()
-    ]
+    """Replaces the shared 422 handler: a body that is not JSON is a 400."""
+    errors = validation_errors(exc)
     if any(e["type"] == "json_invalid" for e in errors):
-        return _error(HTTPStatus.BAD_REQUEST, "the body is not valid JSON")
-    details = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors)
-    return _error(HTTPStatus.UNPROCESSABLE_ENTITY, f"invalid request: {details}", errors=errors)
+        return error_response(HTTPStatus.BAD_REQUEST, "the body is not valid JSON")
+    return unprocessable(errors)
 
 
-@_on(RequestUnsupportedContentType)
+@exception_handler(app, RequestUnsupportedContentType)
 def _unsupported_media(_exc: RequestUnsupportedContentType) -> Response[str]:
-    return _error(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, "send the body as application/json")
+    return error_response(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, "send the body as application/json")
 
 
-@_on(BodyNotJsonError, binascii.Error, UnicodeDecodeError)
+@exception_handler(app, BodyNotJsonError, binascii.Error, UnicodeDecodeError)
 def _unreadable_body(exc: Exception) -> Response[str]:
     message = str(exc) if isinstance(exc, BodyNotJsonError) else "the body is not valid JSON"
-    return _error(HTTPStatus.BAD_REQUEST, message)
+    return error_response(HTTPStatus.BAD_REQUEST, message)
 
 
-@_on(PayloadTooLargeError)
+@exception_handler(app, PayloadTooLargeError)
 def _too_large(exc: PayloadTooLargeError) -> Response[str]:
-    return _error(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, str(exc))
-
-
-@_on(InvalidInputError)
-def _invalid_input(exc: InvalidInputError) -> Response[str]:
-    return _error(HTTPStatus.BAD_REQUEST, str(exc))
-
-
-@_on(NotAuthenticatedError)
-def _not_authenticated(exc: NotAuthenticatedError) -> Response[str]:
-    return _error(HTTPStatus.UNAUTHORIZED, str(exc), headers={"WWW-Authenticate": "Bearer"})
-
-
-@_on(ForbiddenError)
-def _forbidden(exc: ForbiddenError) -> Response[str]:
-    return _error(HTTPStatus.FORBIDDEN, str(exc))
-
-
-@_on(StoreUnavailableError)
-def _unavailable(exc: StoreUnavailableError) -> Response[str]:
-    logger.warning("store unavailable", extra={"error": str(exc)})
-    metrics.add_metric(name="StoreUnavailable", unit=MetricUnit.Count, value=1)
-    return _error(
-        HTTPStatus.SERVICE_UNAVAILABLE,
-        "the history store is unavailable: retry later",
-        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
-    )
-
-
-@_on(ConfigurationError)
-def _misconfigured(exc: ConfigurationError) -> Response[str]:
-    logger.error("service misconfigured", extra={"error": str(exc)})
-    return _error(HTTPStatus.INTERNAL_SERVER_ERROR, "the service is misconfigured")
-
-
-@app.not_found
-def _no_route(_exc: Exception) -> Response[str]:
-    return _error(HTTPStatus.NOT_FOUND, "no such resource")
+    return error_response(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, str(exc))
 
 
 # --- entry point ----------------------------------------------------------------------
@@ -334,7 +230,4 @@ def _no_route(_exc: Exception) -> Response[str]:
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    response = app.resolve(event, context)
-    status = int(response.get("statusCode", 500))
-    metrics.add_metric(name=f"Status{status // 100}xx", unit=MetricUnit.Count, value=1)
-    return response
+    return resolve(app, event, context, metrics)

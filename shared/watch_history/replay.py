@@ -314,6 +314,34 @@ def _quarantined_record(body: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def _redrive(
+    sqs: SQSClient,
+    queue_url: str,
+    summary: Summary,
+    batch: Callable[[list[MessageTypeDef]], list[str]],
+    *,
+    limit: int,
+    wait_seconds: int,
+    visibility_timeout: int,
+) -> Summary:
+    """The loop both re-drives run: ``batch`` handles one batch of received messages
+    (deleting those that are done) and returns the receipt handles to keep; when the
+    queue looks empty (or ``limit`` is reached) the kept ones are made visible again."""
+    kept: list[str] = []
+    for messages in _receive(
+        sqs,
+        queue_url,
+        limit=limit,
+        wait_seconds=wait_seconds,
+        visibility_timeout=visibility_timeout,
+    ):
+        summary.messages += len(messages)
+        kept += batch(messages)
+    summary.kept = len(kept)
+    _release(sqs, queue_url, kept)
+    return summary
+
+
 # --- the two re-drives ----------------------------------------------------------------
 
 
@@ -331,15 +359,9 @@ def replay_quarantine(
     """Re-drive quarantined records; delete the messages of those that are now done."""
     log = logger or _cli_logger()
     summary = Summary("quarantine", dry_run)
-    kept: list[str] = []
-    for messages in _receive(
-        sqs,
-        queue_url,
-        limit=max_messages,
-        wait_seconds=wait_seconds,
-        visibility_timeout=visibility_timeout,
-    ):
-        summary.messages += len(messages)
+
+    def redrive(messages: list[MessageTypeDef]) -> list[str]:
+        kept: list[str] = []
         records: list[dict[str, Any]] = []
         handles: list[str] = []
         for message in messages:
@@ -352,15 +374,22 @@ def replay_quarantine(
                 kept.append(message["ReceiptHandle"])
         if dry_run:
             _check(records, store, summary)
-            kept += handles
-            continue
+            return kept + handles
         dispositions = _run(records, store, KeepInQueue(), log, summary)
         done = [h for h, d in zip(handles, dispositions, strict=True) if d in _DONE]
         kept += [h for h, d in zip(handles, dispositions, strict=True) if d not in _DONE]
         summary.deleted += _delete(sqs, queue_url, done)
-    summary.kept = len(kept)
-    _release(sqs, queue_url, kept)
-    return summary
+        return kept
+
+    return _redrive(
+        sqs,
+        queue_url,
+        summary,
+        redrive,
+        limit=max_messages,
+        wait_seconds=wait_seconds,
+        visibility_timeout=visibility_timeout,
+    )
 
 
 def replay_stream_failures(
@@ -379,15 +408,9 @@ def replay_stream_failures(
     """Read the ranges of the on-failure messages back from the stream and record them."""
     log = logger or _cli_logger()
     summary = Summary("stream-failures", dry_run)
-    kept: list[str] = []
-    for messages in _receive(
-        sqs,
-        queue_url,
-        limit=max_messages,
-        wait_seconds=wait_seconds,
-        visibility_timeout=visibility_timeout,
-    ):
-        summary.messages += len(messages)
+
+    def redrive(messages: list[MessageTypeDef]) -> list[str]:
+        kept: list[str] = []
         for message in messages:
             handle = message["ReceiptHandle"]
             try:
@@ -427,9 +450,17 @@ def replay_stream_failures(
                 summary.deleted += _delete(sqs, queue_url, [handle])
             else:
                 kept.append(handle)
-    summary.kept = len(kept)
-    _release(sqs, queue_url, kept)
-    return summary
+        return kept
+
+    return _redrive(
+        sqs,
+        queue_url,
+        summary,
+        redrive,
+        limit=max_messages,
+        wait_seconds=wait_seconds,
+        visibility_timeout=visibility_timeout,
+    )
 
 
 # --- CLI ------------------------------------------------------------------------------

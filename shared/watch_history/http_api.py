@@ -1,0 +1,211 @@
+"""The HTTP plumbing both APIs share (reader and writer, API Gateway HTTP API 2.0).
+
+Each rule of how an HTTP handler answers lives here once: the JSON error body
+(``{"message": ...}``, ``Cache-Control: no-store``), which exception maps to which
+status (``register_error_handlers``), who may call (``authorized_store``), the
+documented error responses (``documented_responses``) and the per-status-class metric
+(``resolve``). A handler module keeps only its routes and what is its own.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from http import HTTPStatus
+from typing import Any, Final, TypeVar
+
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response, content_types
+from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from pydantic import BaseModel, Field
+
+from watch_history.auth import ForbiddenError, NotAuthenticatedError, authorize
+from watch_history.errors import ConfigurationError, InvalidInputError, StoreUnavailableError
+from watch_history.runtime import get_store
+from watch_history.store import HistoryStore
+
+RETRY_AFTER_SECONDS: Final = 1
+NO_STORE: Final = "no-store"
+
+# --- documented shapes ----------------------------------------------------------------
+
+
+class ErrorBody(BaseModel):
+    """Every error response (and no body at all for 304)."""
+
+    message: str = Field(description="what went wrong, for a developer")
+
+
+class ValidationErrorBody(ErrorBody):
+    """422: a parameter failed its schema."""
+
+    errors: list[dict[str, Any]] = Field(
+        description="one entry per bad parameter: loc (e.g. [query, limit]), type, msg"
+    )
+
+
+def error_doc(description: str, model: type[BaseModel] = ErrorBody) -> OpenAPIResponse:
+    """One documented JSON error response."""
+    return {"description": description, "content": {"application/json": {"model": model}}}
+
+
+def documented_responses(
+    ok: dict[int, OpenAPIResponse], errors: dict[int, str], *, invalid: str
+) -> dict[int, OpenAPIResponse]:
+    """A route's documented responses: ``ok``, its own ``errors``, then the 401, 403,
+    422 (described by ``invalid``) and 503 every route has. Fresh dicts on every call:
+    Powertools edits them in place."""
+    responses = dict(ok)
+    for status, description in errors.items():
+        responses[status] = error_doc(description)
+    responses[401] = error_doc("no token claims (the request did not pass the JWT authorizer)")
+    responses[403] = error_doc("the token does not grant this profile")
+    responses[422] = error_doc(invalid, ValidationErrorBody)
+    responses[503] = {
+        **error_doc("the store did not answer: retry after Retry-After seconds"),
+        "headers": {"Retry-After": {"description": "seconds", "schema": {"type": "integer"}}},
+    }
+    return responses
+
+
+# --- responses ------------------------------------------------------------------------
+
+
+def serialize(payload: Any) -> str:
+    """A JSON body exactly as it is sent (compact, UTF-8 as is)."""
+    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
+
+
+def json_response(
+    status: HTTPStatus, payload: Any, *, headers: dict[str, str] | None = None
+) -> Response[str]:
+    """A JSON response that no cache keeps."""
+    return Response(
+        status_code=status.value,
+        content_type=content_types.APPLICATION_JSON,
+        headers={"Cache-Control": NO_STORE, **(headers or {})},
+        body=serialize(payload),
+    )
+
+
+def error_response(
+    status: HTTPStatus, message: str, *, headers: dict[str, str] | None = None, **extra: Any
+) -> Response[str]:
+    """An error: ``{"message": message, **extra}``."""
+    return json_response(status, {"message": message, **extra}, headers=headers)
+
+
+def validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
+    """What failed its schema, one ``{"loc", "type", "msg"}`` per error."""
+    return [
+        {
+            "loc": list(error.get("loc", ())),
+            "type": error.get("type"),
+            "msg": str(error.get("msg", "")).removeprefix("Value error, "),
+        }
+        for error in exc.errors()
+    ]
+
+
+def unprocessable(errors: list[dict[str, Any]]) -> Response[str]:
+    """422 with every error (``validation_errors``) listed."""
+    details = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors)
+    return error_response(
+        HTTPStatus.UNPROCESSABLE_ENTITY, f"invalid request: {details}", errors=errors
+    )
+
+
+# --- exception handlers ---------------------------------------------------------------
+
+_Handler = TypeVar("_Handler", bound=Callable[..., Response[str]])
+
+
+def exception_handler(
+    app: APIGatewayHttpResolver, *exc_types: type[Exception]
+) -> Callable[[_Handler], _Handler]:
+    """``app.exception_handler`` with its type kept (Powertools' decorator is untyped)."""
+
+    def register(handler: _Handler) -> _Handler:
+        app.exception_handler(list(exc_types))(handler)
+        return handler
+
+    return register
+
+
+def register_error_handlers(
+    app: APIGatewayHttpResolver, *, logger: Logger, metrics: Metrics
+) -> None:
+    """Map the layer's exceptions (and Powertools' validation error) to responses.
+
+    400 ``InvalidInputError``; 401 ``NotAuthenticatedError`` (with ``WWW-Authenticate``);
+    403 ``ForbiddenError``; 404 no such route; 422 ``RequestValidationError``; 500
+    ``ConfigurationError`` (logged); 503 ``StoreUnavailableError`` (logged, counted,
+    ``Retry-After``). A handler the app registers later for one of these types replaces
+    this one (Powertools keeps one handler per type).
+    """
+    on = exception_handler
+
+    @on(app, RequestValidationError)
+    def _invalid_request(exc: RequestValidationError) -> Response[str]:
+        return unprocessable(validation_errors(exc))
+
+    @on(app, InvalidInputError)
+    def _invalid_input(exc: InvalidInputError) -> Response[str]:
+        return error_response(HTTPStatus.BAD_REQUEST, str(exc))
+
+    @on(app, NotAuthenticatedError)
+    def _not_authenticated(exc: NotAuthenticatedError) -> Response[str]:
+        return error_response(
+            HTTPStatus.UNAUTHORIZED, str(exc), headers={"WWW-Authenticate": "Bearer"}
+        )
+
+    @on(app, ForbiddenError)
+    def _forbidden(exc: ForbiddenError) -> Response[str]:
+        return error_response(HTTPStatus.FORBIDDEN, str(exc))
+
+    @on(app, StoreUnavailableError)
+    def _unavailable(exc: StoreUnavailableError) -> Response[str]:
+        logger.warning("store unavailable", extra={"error": str(exc)})
+        metrics.add_metric(name="StoreUnavailable", unit=MetricUnit.Count, value=1)
+        return error_response(
+            HTTPStatus.SERVICE_UNAVAILABLE,
+            "the history store is unavailable: retry later",
+            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+        )
+
+    @on(app, ConfigurationError)
+    def _misconfigured(exc: ConfigurationError) -> Response[str]:
+        logger.error("service misconfigured", extra={"error": str(exc)})
+        return error_response(HTTPStatus.INTERNAL_SERVER_ERROR, "the service is misconfigured")
+
+    def _no_route(_exc: Exception) -> Response[str]:
+        return error_response(HTTPStatus.NOT_FOUND, "no such resource")
+
+    app.not_found(_no_route)
+
+
+# --- the caller and the entry point ---------------------------------------------------
+
+
+def authorized_store(app: APIGatewayHttpResolver, profile_id: str) -> HistoryStore:
+    """The store, once the current request's JWT claims grant ``profile_id``.
+
+    Raises ``NotAuthenticatedError`` (401) or ``ForbiddenError`` (403).
+    """
+    store = get_store()
+    claims = app.current_event.request_context.authorizer.jwt_claim
+    authorize(claims, profile_id, store.settings)
+    return store
+
+
+def resolve(
+    app: APIGatewayHttpResolver, event: dict[str, Any], context: LambdaContext, metrics: Metrics
+) -> dict[str, Any]:
+    """``app.resolve``, counting the response in ``Status2xx``, ``Status4xx``, ..."""
+    response = app.resolve(event, context)
+    status = int(response.get("statusCode", 500))
+    metrics.add_metric(name=f"Status{status // 100}xx", unit=MetricUnit.Count, value=1)
+    return response
