@@ -33,20 +33,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from devtools.bench import asset_update
 from devtools.engine import start_standalone
 from watch_history.codec import ITEM_FIELDS
 from watch_history.connection import create_client
-from watch_history.models import HistoryQuery, ProgressUpdate, Status, epoch_ms
+from watch_history.models import HistoryQuery, ProgressUpdate, Status
 from watch_history.query import Selection
 from watch_history.settings import Settings
 from watch_history.store import HistoryStore
 
 PAGE = 20
-SHOWS = 17
-SPORTS = [
-    ("cricket", "ipl-2026", ["csk", "mi", "rcb", "kkr", "gt", "dc"]),
-    ("football", "premier-league-2026-27", ["ars", "che", "liv", "mci", "mun", "tot"]),
-]
 # item field (codec.py) -> short key in the objects document
 SHORT_KEYS = {
     "asset_id": "id",
@@ -98,39 +94,9 @@ def filters(min_resume_seconds: float) -> list[Filter]:
 
 
 def update(profile_id: str, k: int, at: datetime, rng: random.Random) -> ProgressUpdate:
-    """Asset number k of a profile: two thirds episodes of 17 shows, a third matches."""
-    asset: dict[str, Any]
-    if k % 3:
-        asset = {
-            "type": "episode",
-            "title": f"The Long Show S{k % 4 + 1} E{k % 12 + 1}: A Title of Some Length",
-            "show": f"show-{k % SHOWS}",
-            "season": k % 4 + 1,
-            "episode": k % 12 + 1,
-        }
-        duration = 2700.0
-    else:
-        sport, series, teams = SPORTS[k % 2]
-        pair = rng.sample(teams, 2)
-        asset = {
-            "type": "match",
-            "title": f"{pair[0].upper()} v {pair[1].upper()}, Match {k}",
-            "sport": sport,
-            "series": series,
-            "teams": pair,
-        }
-        duration = 10800.0
-    return ProgressUpdate.model_validate(
-        {
-            "profileId": profile_id,
-            "assetId": f"{asset['type']}-{k:06d}",
-            "position": rng.choice([5.0, 120.0, 900.0, 2000.0, duration]),
-            "duration": duration,
-            "eventTime": epoch_ms(at),
-            "deviceId": f"device-{rng.randrange(4)}",
-            "asset": asset,
-        }
-    )
+    """Asset number k of a profile, as devtools.bench generates it (two thirds episodes
+    of 17 shows, a third matches)."""
+    return ProgressUpdate.model_validate(asset_update(profile_id, k, at, rng))
 
 
 def objects_document(packed_items: Sequence[str | bytes]) -> str:
