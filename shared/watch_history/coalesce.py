@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from operator import attrgetter
 
 from watch_history.models import EventType, ProgressUpdate
 
@@ -80,6 +81,7 @@ def _asset_values(update: ProgressUpdate) -> list[object]:
 
 
 _NO_ASSET: list[object] = [None] * len(ASSET_FIELDS)
+_event_time = attrgetter("event_time")
 
 
 def collapse(updates: Sequence[ProgressUpdate], completion_threshold: float) -> list[object]:
@@ -99,17 +101,17 @@ def collapse(updates: Sequence[ProgressUpdate], completion_threshold: float) -> 
             None,
             None,
         ]
-    # The newest wins; among equal times the first to arrive (a later equal one is a no-op).
-    times = [u.event_ms for u in updates]
-    for update, at in zip(updates, times, strict=True):
-        if at > newest_ms:
-            newest, newest_ms = update, at
+    # The newest wins; among equal times the first to arrive (a later equal one is a
+    # no-op): max() keeps the first of equal maxima. Datetimes compare in C; epoch ms
+    # are computed only for the few times the script needs.
+    newest = max(updates, key=_event_time)
+    newest_ms = newest.event_ms
     asset = _asset_values(newest)
     duration, device = newest.duration, newest.device_id
     if duration is None or device is None or None in asset:
         # Optional fields the newest lacks: from the newest of the others that has them.
         asset = list(asset)
-        for update in sorted(updates, key=lambda u: u.event_ms, reverse=True):
+        for update in sorted(updates, key=_event_time, reverse=True):
             if update is newest:
                 continue
             if duration is None:
@@ -123,16 +125,17 @@ def collapse(updates: Sequence[ProgressUpdate], completion_threshold: float) -> 
     last_completing: int | None = None
     undecided: list[list[float | int]] = []
     complete = EventType.COMPLETE
-    for update, at in zip(updates, times, strict=True):
+    for update in updates:
         if update is newest:
             continue
         if update.event_type is complete or (
             duration is not None and update.position >= completion_threshold * duration
         ):
+            at = update.event_ms
             if last_completing is None or at > last_completing:
                 last_completing = at
         elif duration is None:
-            undecided.append([at, update.position])
+            undecided.append([update.event_ms, update.position])
     return [
         newest.asset_id,
         newest_ms,
@@ -141,7 +144,7 @@ def collapse(updates: Sequence[ProgressUpdate], completion_threshold: float) -> 
         1 if newest.event_type is complete else 0,
         device,
         *asset,
-        min(times),
+        min(updates, key=_event_time).event_ms,
         last_completing,
         undecided or None,
     ]
