@@ -11,6 +11,7 @@ meets the network.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import re
@@ -26,7 +27,14 @@ from typing import Any, Final
 
 import redis
 from redis.cluster import RedisCluster
-from redis.exceptions import NoScriptError, RedisClusterException, RedisError, ResponseError
+from redis.exceptions import (
+    AskError,
+    MovedError,
+    NoScriptError,
+    RedisClusterException,
+    RedisError,
+    ResponseError,
+)
 
 from watch_history.coalesce import AssetGroup, group_by_profile
 from watch_history.codec import decode_item
@@ -391,8 +399,41 @@ class HistoryStore:
     def _pipeline(self, sha: str, calls: Iterable[tuple[str, Sequence[str]]]) -> list[Any]:
         """One round trip (per shard): EVALSHA per call; errors come back as values."""
         calls = list(calls)
+        client = self.client
+        if not isinstance(client, RedisCluster):
+            return self._node_pipeline(client, sha, calls)
+        # Cluster: one plain pipeline per primary, so that a shard that is down (or
+        # failing over) fails only the profiles it holds. RedisCluster's own pipeline
+        # raises for all of them when one node refuses, and refuses EVALSHA anyway.
+        by_node: dict[str, tuple[Any, list[int]]] = {}
+        replies: list[Any] = [None] * len(calls)
+        for i, (key, _) in enumerate(calls):
+            try:
+                node = client.get_node_from_key(key)
+            except (RedisError, RedisClusterException) as exc:
+                replies[i] = StoreUnavailableError(f"{key}: no node for its slot: {exc}")
+                continue
+            by_node.setdefault(node.name, (node, []))[1].append(i)
+        stale_topology = False
+        for node, indices in by_node.values():
+            results = self._node_pipeline(
+                client.get_redis_connection(node), sha, [calls[i] for i in indices]
+            )
+            for i, result in zip(indices, results, strict=True):
+                replies[i] = result
+                # MOVED/ASK: slots moved (resharding, failover); a node error: it is down.
+                stale_topology |= isinstance(result, MovedError | AskError | HistoryError)
+        if stale_topology:
+            with contextlib.suppress(RedisError, RedisClusterException, OSError):
+                client.nodes_manager.initialize()  # the retry will find the new owners
+        return replies
+
+    @staticmethod
+    def _node_pipeline(
+        node: redis.Redis, sha: str, calls: Sequence[tuple[str, Sequence[str]]]
+    ) -> list[Any]:
         try:
-            pipe = self.client.pipeline(transaction=False)
+            pipe = node.pipeline(transaction=False)
             for key, args in calls:
                 pipe.execute_command("EVALSHA", sha, 1, key, *args)
             return list(pipe.execute(raise_on_error=False))
