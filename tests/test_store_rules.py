@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 from redis.cluster import RedisCluster
 
+from tests.conftest import make_client
 from tests.model import HistoryModel
 from watch_history.codec import ITEM_FIELDS
 from watch_history.errors import InvalidInputError, StaleUpdateError, StoreUnavailableError
@@ -368,19 +369,24 @@ def test_collapsed_batches_equal_one_by_one_with_removals_in_between(
 
 
 def test_fifty_concurrent_writers_on_one_profile_lose_no_update(
-    store: HistoryStore, profile_id: str
+    store: HistoryStore, profile_id: str, redis_url: str, mode: str
 ):
     writers = 50
     barrier = threading.Barrier(writers)
     errors: list[BaseException] = []
     t = NOW - timedelta(hours=1)
+    # 50 recorders, as 50 Lambda containers: each its own store and connections
+    stores = [
+        HistoryStore(make_client(redis_url, mode == "cluster"), store.settings)
+        for _ in range(writers)
+    ]
 
     def write(w: int) -> None:
         try:
             barrier.wait()
             for k in range(4):
                 # every writer: its own asset, and one asset all of them fight over
-                store.record_batch(
+                stores[w].record_batch(
                     [
                         update(profile_id, f"own-{w}", t + timedelta(seconds=k), float(k)),
                         update(profile_id, "shared", t + timedelta(seconds=w * 4 + k), float(w)),
@@ -394,6 +400,8 @@ def test_fifty_concurrent_writers_on_one_profile_lose_no_update(
         thread.start()
     for thread in threads:
         thread.join()
+    for each in stores:
+        each.client.close()
     assert errors == []
     got = {i["assetId"]: i for i in items(store, profile_id)}
     assert set(got) == {f"own-{w}" for w in range(writers)} | {"shared"}

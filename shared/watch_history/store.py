@@ -134,6 +134,7 @@ class HistoryStore:
         self.settings = settings
         self._clock_ms = clock_ms or (lambda: time.time_ns() // 1_000_000)
         self._writer_thread: ThreadPoolExecutor | None = None
+        self._shard_pool: ThreadPoolExecutor | None = None
         self._record_config = json.dumps(
             [settings.completion_threshold, settings.max_items, 0], separators=(",", ":")
         )
@@ -267,6 +268,12 @@ class HistoryStore:
                 if again:
                     split.append((profile_id, again))
         return split
+
+    def _shard_threads(self) -> ThreadPoolExecutor:
+        """Threads that talk to the shards of a cluster at once (created on first use)."""
+        if self._shard_pool is None:
+            self._shard_pool = ThreadPoolExecutor(16, thread_name_prefix="history-shard")
+        return self._shard_pool
 
     def _writer(self) -> ThreadPoolExecutor:
         """The one thread that sends record chunks (created on first use)."""
@@ -415,10 +422,19 @@ class HistoryStore:
                 continue
             by_node.setdefault(node.name, (node, []))[1].append(i)
         stale_topology = False
-        for node, indices in by_node.values():
-            results = self._node_pipeline(
-                client.get_redis_connection(node), sha, [calls[i] for i in indices]
-            )
+        groups = list(by_node.values())
+
+        def run(group: tuple[Any, list[int]]) -> list[Any]:
+            node, indices = group
+            conn = client.get_redis_connection(node)
+            return self._node_pipeline(conn, sha, [calls[i] for i in indices])
+
+        # The shards work in parallel: each pipeline waits on its own socket.
+        if len(groups) > 1:
+            per_node = list(self._shard_threads().map(run, groups))
+        else:
+            per_node = [run(g) for g in groups]
+        for (_, indices), results in zip(groups, per_node, strict=True):
             for i, result in zip(indices, results, strict=True):
                 replies[i] = result
                 # MOVED/ASK: slots moved (resharding, failover); a node error: it is down.
