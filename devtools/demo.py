@@ -51,9 +51,10 @@ from devtools.lambda_context import (
 )
 from devtools.serve import api_event
 from watch_history import runtime
+from watch_history.connection import ClientType
 from watch_history.models import MAX_ASSET_IDS, HistoryItem, ProgressUpdate, epoch_ms
 from watch_history.settings import Settings
-from watch_history.store import BatchResult, ClientType, HistoryStore
+from watch_history.store import BatchResult, HistoryStore
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient

@@ -35,8 +35,9 @@ from aws_lambda_powertools.utilities.typing.lambda_cognito_identity import (
 )
 from redis.cluster import RedisCluster
 
+from watch_history.connection import ClientType
 from watch_history.settings import Settings
-from watch_history.store import ClientType, HistoryStore
+from watch_history.store import HistoryStore
 
 __all__ = [
     "ACCOUNT_ID",

@@ -19,8 +19,9 @@ import redis
 from redis.cluster import RedisCluster
 
 from devtools.engine import Engine, start_cluster, start_standalone
+from watch_history.connection import ClientType
 from watch_history.settings import Settings
-from watch_history.store import ClientType, HistoryStore
+from watch_history.store import HistoryStore
 
 ROOT = Path(__file__).resolve().parent.parent
 EVENTS = ROOT / "events"

@@ -24,6 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from devtools import bench_filters
+from watch_history.connection import ClientType
 from watch_history.errors import InvalidInputError, StaleUpdateError
 from watch_history.models import (
     AssetInfo,
@@ -36,7 +37,7 @@ from watch_history.models import (
     from_epoch_ms,
 )
 from watch_history.settings import Settings
-from watch_history.store import ClientType, HistoryStore
+from watch_history.store import HistoryStore
 
 BASE_MS = epoch_ms(datetime(2026, 1, 1, tzinfo=UTC))
 MIN_RESUME = 30.0  # Settings().min_resume_seconds

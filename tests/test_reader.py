@@ -24,11 +24,12 @@ from redis.retry import Retry
 import functions.history_reader.app as reader
 from devtools.lambda_context import FakeLambdaContext
 from tests.conftest import EVENTS, load_event
+from watch_history.connection import ClientType
 from watch_history.errors import StaleUpdateError
 from watch_history.models import AssetInfo, EventType, HistoryQuery, ProgressUpdate
 from watch_history.runtime import set_store
 from watch_history.settings import Settings
-from watch_history.store import ClientType, HistoryStore
+from watch_history.store import HistoryStore
 
 DEMO = "demo-profile-1"
 T0 = datetime(2026, 3, 1, 20, 0, tzinfo=UTC)

@@ -5,8 +5,8 @@ front), so the rules hold atomically whatever runs concurrently. Reads are plain
 JSON.GETs of the sorted history array (or one script for lookups by asset id).
 
 This class is the seam for fault and load testing: it takes any redis-py client
-(standalone or cluster) and a ``Settings``; ``_execute`` is the one place a batch
-meets the network.
+(standalone or cluster) and a ``Settings`` (every knob a benchmark turns is one);
+``_pipeline`` is the one place a round trip of script calls meets the network.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from redis.exceptions import (
 
 from watch_history.coalesce import AssetGroup, group_by_profile
 from watch_history.codec import decode_item
+from watch_history.connection import ClientType
 from watch_history.errors import (
     HistoryError,
     InvalidInputError,
@@ -57,8 +58,6 @@ from watch_history.models import (
 from watch_history.query import Selection
 from watch_history.settings import Settings
 
-ClientType = redis.Redis | RedisCluster
-
 _ID = re.compile(ID_PATTERN)
 _LUA: Final = Path(__file__).with_name("lua")
 _DAY_MS: Final = 86_400_000
@@ -72,7 +71,8 @@ class RecordOutcome(StrEnum):
     IGNORED = "ignored"  # at or before a removal of the asset (or a clear): nothing changed
 
 
-# The one-letter statuses of record_progress.lua ("x": split, handled by record_batch).
+# The one-letter statuses of record_progress.lua ("x": split, handled by record_stream),
+# as characters and as the ints that iterating a bytes reply gives.
 _OUTCOMES: Final = {
     "a": RecordOutcome.APPLIED,
     "s": RecordOutcome.STALE,
