@@ -324,12 +324,10 @@ class HistoryStore:
             found = sorted((json.loads(p) for p in items if p), key=lambda v: (-v[1], v[0]))
             return _page_of(selection, [json.dumps(v) for v in found])
         if query.cursor is None:
+            # Unfiltered, the first limit+1 items are the page; filtered (status, collapse
+            # or any field), a longer prefix usually holds enough matches.
             prefix = query.limit + 1
-            if (
-                query.status is not Status.ALL
-                or query.collapse
-                or query.filter_key() != _NO_FILTERS
-            ):
+            if query.filter_key() != _NO_FILTERS:
                 prefix = max(self.settings.read_prefix_items, prefix)
             packed = self._json_get(key, f"$.h[0:{prefix}]")
             page = selection.page(packed, complete=len(packed) < prefix)
