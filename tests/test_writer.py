@@ -289,9 +289,16 @@ def test_a_body_over_16_kib_is_413(writer: ModuleType, store: HistoryStore) -> N
     assert nothing_stored(store)
 
 
-def test_a_body_that_is_not_json_is_415(writer: ModuleType, store: HistoryStore) -> None:
+@pytest.mark.parametrize(
+    "content_type",
+    ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x"],
+)
+def test_a_body_that_is_not_json_is_415(
+    writer: ModuleType, store: HistoryStore, content_type: str
+) -> None:
+    # (curl -d sends form-encoded by default: the JSON must not be read as form fields)
     event = put_event()
-    event["headers"]["content-type"] = "text/plain"
+    event["headers"]["content-type"] = content_type
     status, _, body = call(writer, event)
     assert status == 415
     assert "application/json" in body["message"]

@@ -201,11 +201,33 @@ def authorized_store(app: APIGatewayHttpResolver, profile_id: str) -> HistorySto
     return store
 
 
+def _not_json(event: dict[str, Any]) -> dict[str, Any] | None:
+    """A 415 response for a request whose body is declared as something but JSON."""
+    if not event.get("body"):
+        return None
+    headers = {str(k).lower(): str(v) for k, v in (event.get("headers") or {}).items()}
+    content_type = headers.get("content-type", "").strip().lower()
+    if not content_type or content_type.startswith("application/json"):
+        return None
+    body = json.dumps({"message": "send the body as application/json"})
+    return {
+        "statusCode": int(HTTPStatus.UNSUPPORTED_MEDIA_TYPE),
+        "headers": {"Content-Type": "application/json", "Cache-Control": "no-store"},
+        "body": body,
+        "isBase64Encoded": False,
+    }
+
+
 def resolve(
     app: APIGatewayHttpResolver, event: dict[str, Any], context: LambdaContext, metrics: Metrics
 ) -> dict[str, Any]:
-    """``app.resolve``, counting the response in ``Status2xx``, ``Status4xx``, ..."""
-    response = app.resolve(event, context)
+    """``app.resolve``, counting the response in ``Status2xx``, ``Status4xx``, ...
+
+    Bodies are JSON only. Powertools would parse a form-encoded body (curl's default
+    for ``-d``) into form fields and report the JSON's fields as missing; a 415 that
+    says what to send is clearer, so it is answered here, before routing.
+    """
+    response = _not_json(event) or app.resolve(event, context)
     status = int(response.get("statusCode", 500))
     metrics.add_metric(name=f"Status{status // 100}xx", unit=MetricUnit.Count, value=1)
     return response
