@@ -11,9 +11,7 @@ absolute numbers do not. Bounded: fixed counts, a few repetitions, then it stops
 from __future__ import annotations
 
 import argparse
-import base64
 import contextlib
-import importlib.util
 import json
 import os
 import random
@@ -23,12 +21,13 @@ import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import redis
 
 from devtools.engine import start_standalone
+from devtools.heartbeats import kinesis_event
+from devtools.lambda_context import FakeLambdaContext, load_module
 from watch_history import runtime
 from watch_history.models import HistoryQuery, ProgressUpdate, epoch_ms
 from watch_history.settings import Settings
@@ -105,53 +104,6 @@ def seed(store: HistoryStore, profiles: list[str], items: int, rng: random.Rando
     return start + timedelta(minutes=items * 7)
 
 
-def load_handler(name: str) -> ModuleType:
-    path = ROOT / "functions" / name / "app.py"
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def kinesis_event(records: list[dict[str, Any]]) -> dict[str, Any]:
-    arn = "arn:aws:kinesis:us-east-1:123456789012:stream/watch-history"
-    out = []
-    for n, record in enumerate(records):
-        seq = f"{49_000_000_000_000_000_000 + n}"
-        out.append(
-            {
-                "kinesis": {
-                    "kinesisSchemaVersion": "1.0",
-                    "partitionKey": record["profileId"],
-                    "sequenceNumber": seq,
-                    "data": base64.b64encode(json.dumps(record).encode()).decode(),
-                    "approximateArrivalTimestamp": time.time(),
-                },
-                "eventSource": "aws:kinesis",
-                "eventVersion": "1.0",
-                "eventID": f"shardId-000000000000:{seq}",
-                "eventName": "aws:kinesis:record",
-                "invokeIdentityArn": "arn:aws:iam::123456789012:role/bench",
-                "awsRegion": "us-east-1",
-                "eventSourceARN": arn,
-            }
-        )
-    return {"Records": out}
-
-
-class Context:
-    function_name = "bench"
-    memory_limit_in_mb = 1024
-    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:bench"
-    aws_request_id = "bench"
-
-    @staticmethod
-    def get_remaining_time_in_millis() -> int:
-        return 60_000
-
-
 def timed(fn: Callable[[], object]) -> float:
     start = time.perf_counter()
     fn()
@@ -174,7 +126,7 @@ def bench_recorder(
     t0 = time.perf_counter()
     newest = seed(store, profiles, items, rng)
     print(f"seeded {n_profiles} profiles x {items} items in {time.perf_counter() - t0:.1f} s")
-    recorder = load_handler("history_recorder")
+    recorder = load_module("history_recorder")
 
     # the floor: one bare JSON.ARRAPPEND per record, pipelined, onto same-sized arrays
     doc = client.execute_command("JSON.GET", store.key(profiles[0]), "$")
@@ -212,7 +164,9 @@ def bench_recorder(
         result: dict[str, Any] = {}
 
         def handle(event: dict[str, Any] = event, result: dict[str, Any] = result) -> None:
-            result.update(recorder.lambda_handler(event, Context()))
+            result.update(
+                recorder.lambda_handler(event, FakeLambdaContext("bench", timeout_seconds=60))
+            )
 
         handler_rates.append(len(batch) / timed(handle))
         assert not result.get("batchItemFailures"), result

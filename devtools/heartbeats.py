@@ -136,7 +136,6 @@ class _Competition:
     match_seconds: float
     highlight_seconds: float
     played_rounds: int
-    teams_per_side: int = 1
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,9 +32,7 @@ from typing import Any, Final
 
 from pydantic import TypeAdapter
 
-from watch_history.models import HistoryItem, epoch_ms
-
-LAYOUT_VERSION: Final = 1
+from watch_history.models import HistoryItem
 
 # Position of each field inside an item's array. lua/history.lua has the same table
 # (tests/test_codec.py keeps the two equal).
@@ -56,7 +54,6 @@ ITEM_FIELDS: Final[tuple[str, ...]] = (
     "season",
     "episode",
 )
-_TIME_FIELDS: Final = frozenset({"last_watched_at", "first_watched_at", "completed_at"})
 
 
 def decode_item(packed: str | bytes) -> HistoryItem:
@@ -84,19 +81,3 @@ def items_from_values(many: list[list[Any]]) -> list[HistoryItem]:
 
 
 _ITEMS: Final = TypeAdapter(list[HistoryItem])
-
-
-def encode_item(item: HistoryItem) -> str:
-    """The packed form of an item (used by tests and tools; the server scripts write items)."""
-    data = item.model_dump()
-    values: list[Any] = []
-    for name in ITEM_FIELDS:
-        value = data.get(name)
-        if value is not None and name in _TIME_FIELDS:
-            value = epoch_ms(value)
-        elif name == "completed":
-            value = 1 if value else 0
-        values.append(value)
-    while values and values[-1] is None:
-        values.pop()
-    return json.dumps(values, separators=(",", ":"), ensure_ascii=False)
