@@ -15,12 +15,13 @@ The document of one profile (one key, ``<prefix>{<profileId>}``)::
 
 Each item is ONE JSON string holding a compact positional JSON array (``ITEM_FIELDS``
 gives the positions; trailing nulls are left out). Measured with ``make bench-memory``:
-an item costs ~200 bytes in MEMORY USAGE this way against ~700 as a readable object
-and ~450 as a positional array of JSON values, because every JSON value (each number,
+an item costs ~214 bytes in MEMORY USAGE this way against ~830 as a readable object
+and ~430 as a positional array of JSON values, because every JSON value (each number,
 string, nested array) is a separate allocation on the server while a string is one.
-The price: JSONPath filters cannot look inside items. The reads do not need them (see
-``store.py``: one GET of a prefix of the sorted array, filtered in Python, measured
-faster than server-side filters), and Lua scripts decode single items with cjson.
+The price: JSONPath filters cannot look inside items. The reads filter in Python over
+one GET of a prefix of the sorted array (``make bench-filters``: JSONPath on object
+items is 2-6x faster for narrow filters, slower for broad ones, and every lookup stays
+under 1 ms at MAX_ITEMS=200 either way), and Lua scripts decode single items with cjson.
 
 Times are integers, epoch milliseconds. ``progress`` is derived on read.
 """
