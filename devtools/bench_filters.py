@@ -38,7 +38,7 @@ from devtools.engine import start_standalone
 from watch_history.codec import ITEM_FIELDS
 from watch_history.connection import create_client
 from watch_history.models import HistoryQuery, ProgressUpdate, Status
-from watch_history.query import Selection
+from watch_history.query import Selection, decode_all
 from watch_history.settings import Settings
 from watch_history.store import HistoryStore
 
@@ -179,7 +179,7 @@ def run(
 
             def python_whole(key: str = key, selection: Selection = selection) -> list[list[Any]]:
                 raw = client.execute_command("JSON.GET", key, "$.h")
-                return list(selection.scan(json.loads(raw)[0]))
+                return list(selection.scan(decode_all(json.loads(raw)[0])))
 
             def server_filter(key: str = objects_key, path: str = f.jsonpath) -> list[Any]:
                 matches: list[Any] = json.loads(client.execute_command("JSON.GET", key, path))

@@ -127,11 +127,11 @@ class Selection:
         asset_id: str = values[_ID]
         return last < c.last_watched_at or (last == c.last_watched_at and asset_id > c.asset_id)
 
-    def scan(self, packed_items: Iterable[str | bytes]) -> Iterator[list[Any]]:
-        """Matching items (decoded to their value lists) after the cursor, in order."""
+    def scan(self, items: Iterable[list[Any]]) -> Iterator[list[Any]]:
+        """Matching items (decoded: see ``decode_all``) after the cursor, in order."""
         seen_groups: set[Any] = set()
         collapse = self.query.collapse is not None
-        for values in decode_all(packed_items):
+        for values in items:
             if not self.matches(values):
                 continue
             if collapse:
@@ -142,14 +142,14 @@ class Selection:
             if self._is_after_cursor(values):
                 yield values
 
-    def page(self, packed_items: Iterable[str | bytes], *, complete: bool) -> HistoryPage | None:
-        """The page, or None when ``packed_items`` is only a prefix that does not fill it.
+    def page(self, items: Iterable[list[Any]], *, complete: bool) -> HistoryPage | None:
+        """The page, or None when ``items`` (decoded) are only a prefix that does not fill it.
 
-        ``complete`` says whether ``packed_items`` is the whole history.
+        ``complete`` says whether ``items`` are the whole history.
         """
         limit = self.query.limit
         chosen: list[list[Any]] = []
-        for values in self.scan(packed_items):
+        for values in self.scan(items):
             chosen.append(values)
             if len(chosen) > limit:
                 break
@@ -157,9 +157,8 @@ class Selection:
             return None
         more = len(chosen) > limit
         chosen = chosen[:limit]
-        items = items_from_values(chosen)
         next_cursor = None
         if more:
             last = chosen[-1]
             next_cursor = Cursor(last[_LAST], last[_ID], self.hash).encode()
-        return HistoryPage(items=items, next_cursor=next_cursor)
+        return HistoryPage(items=items_from_values(chosen), next_cursor=next_cursor)

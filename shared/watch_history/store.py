@@ -55,7 +55,7 @@ from watch_history.models import (
     Status,
     from_epoch_ms,
 )
-from watch_history.query import Selection
+from watch_history.query import Selection, decode_all
 from watch_history.settings import Settings
 
 _ID = re.compile(ID_PATTERN)
@@ -321,8 +321,9 @@ class HistoryStore:
         key = self.key(profile_id)
         if query.asset_ids:
             items = self._run("get_items", profile_id, list(dict.fromkeys(query.asset_ids)))
-            found = sorted((json.loads(p) for p in items if p), key=lambda v: (-v[1], v[0]))
-            return _page_of(selection, [json.dumps(v) for v in found])
+            found = decode_all([p for p in items if p])
+            found.sort(key=lambda v: (-v[1], v[0]))  # history order: newest first, then id
+            return _page_of(selection, found)
         if query.cursor is None:
             # Unfiltered, the first limit+1 items are the page; filtered (status, collapse
             # or any field), a longer prefix usually holds enough matches.
@@ -330,10 +331,10 @@ class HistoryStore:
             if query.filter_key() != _NO_FILTERS:
                 prefix = max(self.settings.read_prefix_items, prefix)
             packed = self._json_get(key, f"$.h[0:{prefix}]")
-            page = selection.page(packed, complete=len(packed) < prefix)
+            page = selection.page(decode_all(packed), complete=len(packed) < prefix)
             if page is not None:
                 return page
-        return _page_of(selection, self._json_get(key, "$.h"))
+        return _page_of(selection, decode_all(self._json_get(key, "$.h")))
 
     def continue_watching(
         self, profile_id: str, limit: int = 20, cursor: str | None = None
@@ -486,7 +487,7 @@ def _outcome(status: bytes | str) -> RecordOutcome:
     return _OUTCOMES[status.decode() if isinstance(status, bytes) else status]
 
 
-def _page_of(selection: Selection, packed: list[Any]) -> HistoryPage:
-    page = selection.page(packed, complete=True)
+def _page_of(selection: Selection, items: list[list[Any]]) -> HistoryPage:
+    page = selection.page(items, complete=True)
     assert page is not None  # a complete list always makes a page
     return page
