@@ -19,6 +19,7 @@ import redis
 from redis.cluster import RedisCluster
 
 from devtools.engine import Engine, start_cluster, start_standalone
+from watch_history import runtime
 from watch_history.connection import ClientType
 from watch_history.settings import Settings
 from watch_history.store import HistoryStore
@@ -37,6 +38,22 @@ def load_event(name: str) -> dict[str, Any]:
     """An event file from events/ (the same files `sam local invoke -e` takes)."""
     data: dict[str, Any] = json.loads((EVENTS / name).read_text())
     return data
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _powertools_env() -> Iterator[None]:
+    """Powertools as the template configures it, minus X-Ray (no daemon here)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("POWERTOOLS_METRICS_NAMESPACE", "WatchHistoryTest")
+        mp.setenv("POWERTOOLS_TRACE_DISABLED", "true")
+        yield
+
+
+@pytest.fixture(autouse=True)
+def _no_store_left_behind() -> Iterator[None]:
+    """Tests install the handlers' store with ``runtime.set_store``; forget it after."""
+    yield
+    runtime.set_store(None)
 
 
 @pytest.fixture(scope="session")

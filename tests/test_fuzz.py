@@ -33,9 +33,7 @@ NOW = datetime.now(UTC)
 @pytest.fixture(scope="module")
 def handlers() -> Iterator[dict[str, ModuleType]]:
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("POWERTOOLS_METRICS_NAMESPACE", "WatchHistoryFuzz")
         mp.setenv("POWERTOOLS_SERVICE_NAME", "fuzz")
-        mp.setenv("POWERTOOLS_TRACE_DISABLED", "true")
         mp.setenv("POWERTOOLS_LOG_LEVEL", "CRITICAL")
         yield {name: load_module(name) for name in ("history_recorder", "history_writer")}
 
@@ -50,7 +48,6 @@ def wired(
         store = make_store(key_prefix=f"f{uuid.uuid4().hex[:8]}:", quarantine_queue_url=url)
         runtime.set_store(store)
         yield store
-        runtime.set_store(None)
 
 
 ids = st.one_of(

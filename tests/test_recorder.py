@@ -54,9 +54,7 @@ MALFORMED_AT = 8  # index of the malformed record in events/kinesis_batch.json
 def recorder() -> Iterator[ModuleType]:
     """functions/history_recorder/app.py, imported as Lambda would, with Powertools' env."""
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("POWERTOOLS_METRICS_NAMESPACE", "WatchHistoryTest")
         mp.setenv("POWERTOOLS_SERVICE_NAME", "history-recorder")
-        mp.setenv("POWERTOOLS_TRACE_DISABLED", "true")
         yield load_module("history_recorder")
 
 
@@ -85,14 +83,11 @@ def prefix() -> str:
 
 
 @pytest.fixture
-def wired(
-    make_store: Callable[..., HistoryStore], prefix: str, queue_url: str
-) -> Iterator[HistoryStore]:
+def wired(make_store: Callable[..., HistoryStore], prefix: str, queue_url: str) -> HistoryStore:
     """The store the handler gets from ``runtime.get_store()``."""
     store = make_store(key_prefix=prefix, quarantine_queue_url=queue_url)
     runtime.set_store(store)
-    yield store
-    runtime.set_store(None)
+    return store
 
 
 # --- helpers --------------------------------------------------------------------------
@@ -400,12 +395,9 @@ def test_a_failed_quarantine_send_is_a_batch_item_failure_never_a_drop(
     gone = f"https://sqs.{REGION}.amazonaws.com/123456789012/no-such-queue"
     store = make_store(key_prefix=prefix, quarantine_queue_url=gone)
     runtime.set_store(store)
-    try:
-        good = progress(profile_id, "a1", datetime(2026, 11, 20, 19, 0, tzinfo=UTC))
-        records = [record(b"not json", 0), record(good, 1, profile_id), record(b"[]", 2)]
-        result = invoke(recorder, {"Records": records})
-    finally:
-        runtime.set_store(None)
+    good = progress(profile_id, "a1", datetime(2026, 11, 20, 19, 0, tzinfo=UTC))
+    records = [record(b"not json", 0), record(good, 1, profile_id), record(b"[]", 2)]
+    result = invoke(recorder, {"Records": records})
 
     assert failed_sequences(result) == [
         records[0]["kinesis"]["sequenceNumber"],
@@ -421,10 +413,7 @@ def test_without_a_quarantine_queue_bad_records_are_retried_not_dropped(
     recorder: ModuleType, make_store: Callable[..., HistoryStore], prefix: str
 ) -> None:
     runtime.set_store(make_store(key_prefix=prefix, quarantine_queue_url=None))
-    try:
-        result = invoke(recorder, {"Records": [record(b"{", 0)]})
-    finally:
-        runtime.set_store(None)
+    result = invoke(recorder, {"Records": [record(b"{", 0)]})
     assert failed_sequences(result) == [record(b"{", 0)["kinesis"]["sequenceNumber"]]
     assert "QUARANTINE_QUEUE_URL is not set" in recorder.processor.report.reasons[0]
 
@@ -436,12 +425,9 @@ def test_an_unreachable_store_fails_the_valid_records_and_still_quarantines(
         redis_url="redis://127.0.0.1:1", key_prefix="down:", quarantine_queue_url=queue_url
     )
     runtime.set_store(HistoryStore(create_client(settings), settings))
-    try:
-        good = progress(profile_id, "a1", datetime(2026, 11, 20, 19, 0, tzinfo=UTC))
-        records = [record(good, 0, profile_id), record(b"nope", 1), record(good, 2, profile_id)]
-        result = invoke(recorder, {"Records": records})
-    finally:
-        runtime.set_store(None)
+    good = progress(profile_id, "a1", datetime(2026, 11, 20, 19, 0, tzinfo=UTC))
+    records = [record(good, 0, profile_id), record(b"nope", 1), record(good, 2, profile_id)]
+    result = invoke(recorder, {"Records": records})
 
     assert failed_sequences(result) == [
         records[0]["kinesis"]["sequenceNumber"],

@@ -33,9 +33,7 @@ TWO_DAYS_BEFORE_THE_EVENTS = epoch_ms(datetime(2026, 11, 18, 12, 0, tzinfo=UTC))
 
 @pytest.fixture(autouse=True)
 def powertools_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("POWERTOOLS_METRICS_NAMESPACE", "WatchHistoryTest")
     monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", "history-replay")
-    monkeypatch.setenv("POWERTOOLS_TRACE_DISABLED", "true")
     monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
 
 
@@ -73,12 +71,11 @@ def prefix() -> str:
 @pytest.fixture
 def store(
     make_store: Callable[..., HistoryStore], prefix: str, quarantine_url: str
-) -> Iterator[HistoryStore]:
+) -> HistoryStore:
     """What ``runtime.get_store()`` gives the CLI (the environment's store, in production)."""
     wired = make_store(key_prefix=prefix, quarantine_queue_url=quarantine_url)
     runtime.set_store(wired)
-    yield wired
-    runtime.set_store(None)
+    return wired
 
 
 def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, dict[str, Any]]:
@@ -195,13 +192,10 @@ def test_quarantine_redrive_keeps_records_the_store_cannot_take(
     quarantine_everything_but_the_valid(make_store, prefix, quarantine_url)
     settings = Settings(redis_url="redis://127.0.0.1:1", key_prefix=prefix)  # nothing there
     runtime.set_store(HistoryStore(create_client(settings), settings))
-    try:
-        code, summary = run_cli(
-            ["quarantine", "--queue-url", quarantine_url, "--wait-seconds", "0", "--max", "4"],
-            capsys,
-        )
-    finally:
-        runtime.set_store(None)
+    code, summary = run_cli(
+        ["quarantine", "--queue-url", quarantine_url, "--wait-seconds", "0", "--max", "4"],
+        capsys,
+    )
 
     assert code == 1
     assert (summary["messages"], summary["failed"], summary["deleted"]) == (4, 4, 0)

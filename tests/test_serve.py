@@ -20,12 +20,9 @@ _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never 
 
 
 @pytest.fixture(scope="module")
-def handlers() -> Iterator[dict[str, Handler]]:
-    """The reader and writer modules, imported as Lambda would, with Powertools' env."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("POWERTOOLS_METRICS_NAMESPACE", "WatchHistoryTest")
-        mp.setenv("POWERTOOLS_TRACE_DISABLED", "true")
-        yield {READER: load_handler(READER), WRITER: load_handler(WRITER)}
+def handlers() -> dict[str, Handler]:
+    """The reader and writer modules, imported as Lambda would."""
+    return {READER: load_handler(READER), WRITER: load_handler(WRITER)}
 
 
 @pytest.fixture

@@ -34,19 +34,16 @@ ASSET = "ipl-2026-m01"
 def writer() -> Iterator[ModuleType]:
     """functions/history_writer/app.py, imported as Lambda would, with Powertools' env."""
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("POWERTOOLS_METRICS_NAMESPACE", "WatchHistoryTest")
         mp.setenv("POWERTOOLS_SERVICE_NAME", "history-writer")
-        mp.setenv("POWERTOOLS_TRACE_DISABLED", "true")
         yield load_module("history_writer")
 
 
 @pytest.fixture
-def store(make_store: Callable[..., HistoryStore]) -> Iterator[HistoryStore]:
+def store(make_store: Callable[..., HistoryStore]) -> HistoryStore:
     """The handler's store, with a key prefix of its own (the events name fixed ids)."""
     wired = make_store(key_prefix=f"w{uuid.uuid4().hex[:10]}:")
     runtime.set_store(wired)
-    yield wired
-    runtime.set_store(None)
+    return wired
 
 
 # --- helpers --------------------------------------------------------------------------
