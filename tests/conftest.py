@@ -14,8 +14,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import boto3
 import pytest
 import redis
+from moto import mock_aws
 from redis.cluster import RedisCluster
 
 from devtools.engine import Engine, start_cluster, start_standalone
@@ -25,6 +27,7 @@ from watch_history.settings import Settings
 from watch_history.store import HistoryStore
 
 ROOT = Path(__file__).resolve().parent.parent
+AWS_REGION = "us-east-1"
 EVENTS = ROOT / "events"
 
 _EXTERNAL = os.environ.get("REDIS_URL")
@@ -54,6 +57,19 @@ def _no_store_left_behind() -> Iterator[None]:
     """Tests install the handlers' store with ``runtime.set_store``; forget it after."""
     yield
     runtime.set_store(None)
+
+
+@pytest.fixture
+def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """AWS faked by moto (SQS, Kinesis, Secrets Manager); the database never is."""
+    monkeypatch.setenv("AWS_DEFAULT_REGION", AWS_REGION)
+    with mock_aws():
+        yield
+
+
+@pytest.fixture
+def sqs(aws: None) -> Any:
+    return boto3.client("sqs", region_name=AWS_REGION)
 
 
 @pytest.fixture(scope="session")

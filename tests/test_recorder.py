@@ -20,7 +20,6 @@ import boto3
 import pytest
 from aws_lambda_powertools.utilities.batch import process_partial_response
 from aws_lambda_powertools.utilities.data_classes.kinesis_stream_event import KinesisStreamRecord
-from moto import mock_aws
 
 from devtools.engine import start_standalone
 from devtools.lambda_context import FakeLambdaContext, load_module
@@ -56,18 +55,6 @@ def recorder() -> Iterator[ModuleType]:
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("POWERTOOLS_SERVICE_NAME", "history-recorder")
         yield load_module("history_recorder")
-
-
-@pytest.fixture
-def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
-    with mock_aws():
-        yield
-
-
-@pytest.fixture
-def sqs(aws: None) -> Any:
-    return boto3.client("sqs", region_name=REGION)
 
 
 @pytest.fixture

@@ -8,14 +8,13 @@ from __future__ import annotations
 import base64
 import json
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 import boto3
 import pytest
 from aws_lambda_powertools.utilities.batch import process_partial_response
-from moto import mock_aws
 
 from tests.conftest import load_event
 from watch_history import replay, runtime
@@ -35,17 +34,6 @@ TWO_DAYS_BEFORE_THE_EVENTS = epoch_ms(datetime(2026, 11, 18, 12, 0, tzinfo=UTC))
 def powertools_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", "history-replay")
     monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
-
-
-@pytest.fixture
-def aws() -> Iterator[None]:
-    with mock_aws():
-        yield
-
-
-@pytest.fixture
-def sqs(aws: None) -> Any:
-    return boto3.client("sqs", region_name=REGION)
 
 
 @pytest.fixture
