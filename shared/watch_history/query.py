@@ -12,6 +12,7 @@ import hashlib
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from watch_history.codec import ITEM_FIELDS, items_from_values
@@ -65,8 +66,9 @@ class Cursor:
         return cls(last, asset_id, query_hash)
 
 
-def query_hash(query: HistoryQuery) -> str:
-    return hashlib.blake2b(query.filter_key().encode(), digest_size=6).hexdigest()
+def query_hash(filter_key: str) -> str:
+    """A short digest of a query's filters (``HistoryQuery.filter_key``)."""
+    return hashlib.blake2b(filter_key.encode(), digest_size=6).hexdigest()
 
 
 def decode_all(packed_items: Iterable[str | bytes]) -> list[list[Any]]:
@@ -82,10 +84,15 @@ class Selection:
     def __init__(self, query: HistoryQuery, min_resume_seconds: float) -> None:
         self.query = query
         self.min_resume_seconds = min_resume_seconds
-        self.hash = query_hash(query)
+        self.filter_key = query.filter_key()
         self.after = Cursor.decode(query.cursor, self.hash) if query.cursor else None
         self._teams = frozenset(query.teams or ())
         self._ids = frozenset(query.asset_ids or ())
+
+    @cached_property
+    def hash(self) -> str:
+        """What cursors of this query are bound to (only computed when one is used)."""
+        return query_hash(self.filter_key)
 
     def matches(self, values: list[Any]) -> bool:
         q = self.query

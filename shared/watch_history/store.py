@@ -328,7 +328,7 @@ class HistoryStore:
             # Unfiltered, the first limit+1 items are the page; filtered (status, collapse
             # or any field), a longer prefix usually holds enough matches.
             prefix = query.limit + 1
-            if query.filter_key() != _NO_FILTERS:
+            if selection.filter_key != _NO_FILTERS:
                 prefix = max(self.settings.read_prefix_items, prefix)
             packed = self._json_get(key, f"$.h[0:{prefix}]")
             page = selection.page(decode_all(packed), complete=len(packed) < prefix)
