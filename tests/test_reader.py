@@ -114,9 +114,9 @@ class CountingStore(HistoryStore):
         self.calls += 1
         return super()._json_get(key, path)
 
-    def _execute(self, name: str, calls: Any) -> Any:
+    def _execute(self, name: str, calls: Any, budget: Any = None) -> Any:
         self.calls += 1
-        return super()._execute(name, calls)
+        return super()._execute(name, calls, budget)
 
 
 Invoke = Callable[[dict[str, Any]], dict[str, Any]]

@@ -177,7 +177,10 @@ def test_removed_asset_is_not_resurrected_by_late_updates(store: HistoryStore, p
     assert store.remove(profile_id, ["m1"]) == 0  # idempotent
 
 
-def test_a_newer_update_after_removal_starts_a_new_item(store: HistoryStore, profile_id: str):
+def test_a_newer_update_after_removal_starts_a_new_item(
+    make_store: Callable[..., HistoryStore], profile_id: str
+):
+    store = make_store(max_future_skew_seconds=86_400)  # an hour ahead of the removal
     store.record_progress(update(profile_id, "m1", NOW - timedelta(hours=3), 100.0))
     store.remove(profile_id, ["m1"])
     tombstone = document(store, profile_id)["tts"][0]
@@ -187,8 +190,11 @@ def test_a_newer_update_after_removal_starts_a_new_item(store: HistoryStore, pro
     assert item.first_watched_at == again  # a new item: its history starts over
 
 
-def test_tombstone_is_at_least_the_removed_items_last_watched(store: HistoryStore, profile_id: str):
-    future = NOW + timedelta(hours=2)  # a clock-skewed player, still within 24 h
+def test_tombstone_is_at_least_the_removed_items_last_watched(
+    make_store: Callable[..., HistoryStore], profile_id: str
+):
+    store = make_store(max_future_skew_seconds=86_400)  # a player 2 h ahead
+    future = NOW + timedelta(hours=2)  # a clock-skewed player, within this store's skew
     store.record_progress(update(profile_id, "m1", future, 100.0))
     store.remove(profile_id, ["m1"])
     assert document(store, profile_id)["tts"] == [epoch_ms(future)]
@@ -329,10 +335,14 @@ def test_order_and_duplicates_do_not_change_the_result(
 @settings(max_examples=20, deadline=None, suppress_health_check=list(HealthCheck))
 @given(data=st.data(), updates=update_sets())
 def test_collapsed_batches_equal_one_by_one_with_removals_in_between(
-    store: HistoryStore, profile_id: str, data: st.DataObject, updates: list[ProgressUpdate]
+    make_store: Callable[..., HistoryStore],
+    profile_id: str,
+    data: st.DataObject,
+    updates: list[ProgressUpdate],
 ):
     """Batches separated by removals, some of them falling between the records of one
     collapsed update (the "split" path): the same end state as the model's."""
+    store = make_store(max_future_skew_seconds=86_400)  # times up to 23.5 h ahead
     profile = f"{profile_id}-{uuid.uuid4().hex[:8]}"
     # times around the server's now, so removals (tombstone = now) fall among them
     now = datetime.now(UTC)
