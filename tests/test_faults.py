@@ -1,4 +1,8 @@
-"""Faults the store must survive: a shard dying in the middle of a batch.
+"""Faults the recorder and the store must survive, on the real engines.
+
+Each test: no exception leaves the handler, every record is landed or reported as a
+batch item failure (or quarantined), and after Lambda's retry (every record from the
+first failed sequence number on) the state equals a clean run's.
 
 (The standalone server dying between two round trips of one batch is in
 tests/test_recorder.py, through the whole handler.)
@@ -8,24 +12,291 @@ from __future__ import annotations
 
 import os
 import signal
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from types import ModuleType
+from typing import Any
 
 import pytest
+import redis
 from redis.cluster import RedisCluster
 
 from devtools.engine import Engine, start_cluster
+from devtools.lambda_context import FakeLambdaContext
+from tests.test_recorder import failed_sequences, progress, queue_url, record, recorder, state
+from watch_history import runtime
+from watch_history.connection import ClientType, create_client
 from watch_history.errors import StoreUnavailableError
 from watch_history.models import HistoryQuery, ProgressUpdate
+from watch_history.recorder import Disposition
 from watch_history.settings import Settings
-from watch_history.store import HistoryStore, RecordOutcome
+from watch_history.store import SCRIPT_ATTEMPTS, HistoryStore, RecordOutcome
 
 pytestmark = pytest.mark.engine
+__all__ = ["queue_url", "recorder"]  # fixtures shared with test_recorder
+
+BASE = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
+# Short timeouts so that a silent server costs little: what a deadline test needs.
+FAST = {"redis_connect_timeout": 0.5, "redis_socket_timeout": 0.5}
+
+
+# --- helpers --------------------------------------------------------------------------
+
+
+def batch_records(tag: str, profiles: int, per_profile: int = 2) -> list[dict[str, Any]]:
+    """``profiles`` x ``per_profile`` heartbeats, interleaved, one partition key each."""
+    payloads = [
+        progress(
+            f"{tag}-{p}",
+            "m1" if k % 2 == 0 else "m2",
+            BASE + timedelta(minutes=k, seconds=p),
+            position=float(60 * (k + 1)),
+        )
+        for k in range(per_profile)
+        for p in range(profiles)
+    ]
+    return [record(pl, i, pl["profileId"]) for i, pl in enumerate(payloads)]
+
+
+def profile_of(rec: dict[str, Any]) -> str:
+    return str(rec["kinesis"]["partitionKey"])
+
+
+def pairs_of(records: list[dict[str, Any]]) -> set[tuple[str, str]]:
+    return {(profile_of(r), a) for r in records for a in ("m1", "m2")}
+
+
+def primaries(client: ClientType) -> list[redis.Redis]:
+    """A plain client per primary (the standalone server: the client itself)."""
+    if isinstance(client, RedisCluster):
+        return [client.get_redis_connection(n) for n in client.get_primaries()]
+    return [client]
+
+
+def invoke(recorder: ModuleType, records: list[dict[str, Any]], timeout: float = 30.0) -> Any:
+    """The handler on ``records``; returns (response, the context it ran with)."""
+    context = FakeLambdaContext("history-recorder", timeout_seconds=timeout)
+    return recorder.lambda_handler({"Records": records}, context), context
+
+
+def retry_then_compare_with_a_clean_run(
+    recorder: ModuleType, store: HistoryStore, records: list[dict[str, Any]], failed: list[str]
+) -> None:
+    """Lambda's retry (from the first failed record to the end) lands everything, and
+    the state is the one a clean run of the whole batch leaves."""
+    runtime.set_store(store)
+    if failed:
+        first = next(i for i, r in enumerate(records) if r["kinesis"]["sequenceNumber"] in failed)
+        response, _ = invoke(recorder, records[first:])
+        assert response == {"batchItemFailures": []}
+    clean = HistoryStore(
+        store.client, store.settings.model_copy(update={"key_prefix": f"c{uuid.uuid4().hex[:8]}:"})
+    )
+    runtime.set_store(clean)
+    response, _ = invoke(recorder, records)
+    assert response == {"batchItemFailures": []}
+    pairs = pairs_of(records)
+    assert state(store, pairs) == state(clean, pairs)
+    assert all(state(store, {(p, "m1")})[p, "m1"] is not None for p, _ in pairs)
+
+
+@pytest.fixture
+def fast_store(settings: Settings, queue_url: str) -> Iterator[HistoryStore]:
+    """A store on the suite's engine with the service's own client (its timeouts and
+    retry policy), short timeouts, small chunks and a prefix of its own."""
+    fast = settings.model_copy(
+        update={
+            **FAST,
+            "pipeline_profiles": 5,
+            "deadline_margin_seconds": 0.5,
+            "key_prefix": f"f{uuid.uuid4().hex[:8]}:",
+            "quarantine_queue_url": queue_url,
+        }
+    )
+    store = HistoryStore(create_client(fast), fast)
+    store.record_progress(ProgressUpdate.model_validate(progress("warm", "a", BASE)))
+    runtime.set_store(store)
+    try:
+        yield store
+    finally:
+        store.client.close()
+
+
+# --- the deadline ---------------------------------------------------------------------
+
+
+def test_a_paused_server_costs_one_timeout_and_the_handler_returns_in_time(
+    recorder: ModuleType, fast_store: HistoryStore, client: ClientType
+):
+    """``CLIENT PAUSE .. WRITE`` on the standalone server, or on one primary of the
+    cluster: the first round trip to it times out, the later chunks are not sent to it
+    (not each waiting out its own timeout), the other shards' records land, and the
+    handler returns before the invocation's deadline with exactly the records of the
+    paused server reported."""
+    records = batch_records(f"pause-{uuid.uuid4().hex[:6]}", 40)
+    paused = primaries(client)[-1]
+    paused_port = paused.connection_pool.connection_kwargs["port"]
+
+    def on_paused(rec: dict[str, Any]) -> bool:
+        if not isinstance(fast_store.client, RedisCluster):
+            return True
+        node = fast_store.client.get_node_from_key(fast_store.key(profile_of(rec)))
+        return bool(node.port == paused_port)
+
+    expected_failed = [r["kinesis"]["sequenceNumber"] for r in records if on_paused(r)]
+    assert 0 < len(expected_failed) <= len(records)
+    paused.execute_command("CLIENT", "PAUSE", 20_000, "WRITE")
+    try:
+        # 16 chunks of 5 profiles: waiting 0.5 s on each would take 8 s, past the deadline.
+        response, context = invoke(recorder, records, timeout=4.0)
+        assert context.get_remaining_time_in_millis() > 0  # Lambda would have killed it
+    finally:
+        paused.execute_command("CLIENT", "UNPAUSE")
+
+    assert failed_sequences(response) == expected_failed
+    report = recorder.processor.report
+    reasons = {report.reasons[i] for i in report.indices(Disposition.FAILED)}
+    assert any("did not answer in time" in r for r in reasons)
+    assert any("timed out earlier in this batch" in r for r in reasons)
+    landed = [i for i, r in enumerate(records) if not on_paused(r)]
+    assert all(report.dispositions[i] is Disposition.APPLIED for i in landed)
+    retry_then_compare_with_a_clean_run(recorder, fast_store, records, expected_failed)
+
+
+def test_too_little_time_left_sends_nothing_and_reports_everything(
+    recorder: ModuleType, fast_store: HistoryStore
+):
+    """Less time left than the margin plus one worst-case round trip: no round trip
+    starts, every valid record is reported for retry, the bad one is still quarantined
+    (the margin is kept for that), and nothing is written."""
+    records = batch_records(f"late-{uuid.uuid4().hex[:6]}", 3)
+    # margin 0.5 s + connect 0.5 s + socket 0.5 s > 1.2 s left
+    response, context = invoke(recorder, [*records, record(b"{broken", 99)], timeout=1.2)
+
+    assert context.get_remaining_time_in_millis() > 0
+    assert failed_sequences(response) == [r["kinesis"]["sequenceNumber"] for r in records]
+    report = recorder.processor.report
+    assert report.count(Disposition.QUARANTINED) == 1
+    assert all("deadline is near" in report.reasons[i] for i in range(len(records)))
+    assert all(v is None for v in state(fast_store, pairs_of(records)).values())
+    retry_then_compare_with_a_clean_run(recorder, fast_store, records, failed_sequences(response))
+
+
+# --- scripts the server forgot --------------------------------------------------------
+
+
+def test_script_flush_mid_batch_and_between_load_and_rerun_loses_nothing(
+    recorder: ModuleType, fast_store: HistoryStore, monkeypatch: pytest.MonkeyPatch
+):
+    """SCRIPT FLUSH after the first round trip, and again right after the script is
+    loaded back (before the calls run again): each costs a round, every record lands."""
+    records = batch_records(f"flush-{uuid.uuid4().hex[:6]}", 20)
+    nodes = primaries(fast_store.client)
+    real_pipeline, real_load = fast_store._pipeline, fast_store._load_script
+    round_trips: list[int] = []
+    loads: list[int] = []
+
+    def pipeline(sha: str, calls: Any, budget: Any) -> Any:
+        replies = real_pipeline(sha, calls, budget)
+        round_trips.append(1)
+        if len(round_trips) == 1:
+            for node in nodes:
+                node.script_flush()
+        return replies
+
+    def load(script: Any, node: Any, budget: Any) -> Any:
+        error = real_load(script, node, budget)
+        loads.append(1)
+        if len(loads) == 1:  # the first load is undone before the rerun
+            for n in nodes:
+                n.script_flush()
+        return error
+
+    monkeypatch.setattr(fast_store, "_pipeline", pipeline)
+    monkeypatch.setattr(fast_store, "_load_script", load)
+    response, _ = invoke(recorder, records)
+
+    assert response == {"batchItemFailures": []}
+    assert len(loads) >= 2  # loaded, flushed, loaded again
+    assert recorder.processor.report.count(Disposition.APPLIED) == len(records)
+    monkeypatch.undo()
+    retry_then_compare_with_a_clean_run(recorder, fast_store, records, [])
+
+
+def test_a_script_that_cannot_be_loaded_fails_the_records_never_the_handler(
+    recorder: ModuleType, fast_store: HistoryStore
+):
+    """NOSCRIPT, then SCRIPT LOAD refused (an ACL user without it): every record is
+    reported (no exception leaves the handler); once the user may load, the retry lands."""
+    user, password = f"noload{uuid.uuid4().hex[:6]}", "pw-" + uuid.uuid4().hex
+    admins = primaries(fast_store.client)
+    for admin in admins:
+        admin.acl_setuser(
+            user, enabled=True, passwords=[f"+{password}"], keys=["*"], channels=["*"],
+            commands=["+@all", "-script|load"],
+        )  # fmt: skip
+    url = fast_store.settings.redis_url.replace("redis://", f"redis://{user}:{password}@")
+    limited_settings = fast_store.settings.model_copy(update={"redis_url": url})
+    limited = HistoryStore(create_client(limited_settings), limited_settings)
+    runtime.set_store(limited)
+    tag = f"acl-{uuid.uuid4().hex[:6]}"
+    records = batch_records(tag, 8)
+    try:
+        for admin in admins:
+            admin.script_flush()
+        response, _ = invoke(recorder, records)
+        assert failed_sequences(response) == [r["kinesis"]["sequenceNumber"] for r in records]
+        reasons = recorder.processor.report.reasons
+        assert all("loading script record_progress" in reasons[i] for i in range(len(records)))
+
+        direct = limited.record_batch([ProgressUpdate.model_validate(progress(tag, "x", BASE))])
+        assert isinstance(direct.failures[0], StoreUnavailableError)
+        with pytest.raises(StoreUnavailableError):  # the HTTP path: a 503, not a 500
+            limited.record_progress(ProgressUpdate.model_validate(progress(tag, "x", BASE)))
+
+        for admin in admins:
+            admin.acl_setuser(user, commands=["+script|load"])
+        retry_then_compare_with_a_clean_run(recorder, limited, records, failed_sequences(response))
+    finally:
+        limited.client.close()
+        for admin in admins:
+            admin.acl_deluser(user)
+
+
+def test_scripts_that_keep_missing_fail_the_calls_after_bounded_rounds(
+    fast_store: HistoryStore, monkeypatch: pytest.MonkeyPatch
+):
+    """A server that forgets the script after every load (a flush each time): after
+    ``SCRIPT_ATTEMPTS`` rounds the calls fail, reported, instead of looping."""
+    nodes = primaries(fast_store.client)
+    real_load = fast_store._load_script
+    loads: list[int] = []
+
+    def load(script: Any, node: Any, budget: Any) -> Any:
+        error = real_load(script, node, budget)
+        loads.append(1)
+        for n in nodes:
+            n.script_flush()
+        return error
+
+    for n in nodes:
+        n.script_flush()
+    monkeypatch.setattr(fast_store, "_load_script", load)
+    updates = [ProgressUpdate.model_validate(progress(f"k{i}", "m", BASE)) for i in range(5)]
+    result = fast_store.record_batch(updates)  # one chunk (pipeline_profiles=5)
+
+    assert set(result.failures) == set(range(5))
+    assert all("keeps missing" in str(e) for e in result.failures.values())
+    assert 0 < len(loads) <= (SCRIPT_ATTEMPTS - 1) * len(nodes)
+
+
+# --- shards of a cluster of its own ---------------------------------------------------
 
 
 @pytest.fixture
 def private_cluster() -> Iterator[Engine]:
-    """A cluster of its own: this test kills one of its primaries."""
+    """A cluster of its own: these tests kill one of its primaries."""
     with start_cluster(3) as engine:
         yield engine
 
@@ -62,3 +333,55 @@ def test_a_dead_primary_fails_exactly_the_profiles_it_holds(private_cluster: Eng
     for i in set(range(len(profiles))) - on_dead:  # the live shards have the new position
         (item,) = store.query(profiles[i], HistoryQuery()).items
         assert item.position == 2.0
+
+
+def test_a_dead_primary_while_another_shard_answers_noscript(
+    recorder: ModuleType, private_cluster: Engine, queue_url: str
+):
+    """The compound fault: one primary killed while another shard has lost its scripts
+    (as a promoted replica has). SCRIPT LOAD to every primary would fail; the store
+    loads on the shard that answered NOSCRIPT only. The dead shard's records are
+    reported, every other record lands, no exception leaves the handler."""
+    settings = Settings(
+        redis_url=private_cluster.url,
+        redis_cluster=True,
+        key_prefix="cf:",
+        quarantine_queue_url=queue_url,
+        **FAST,
+    )
+    store = HistoryStore(create_client(settings), settings)
+    runtime.set_store(store)
+    records = batch_records("compound", 30)
+    assert invoke(recorder, records[:1])[0] == {"batchItemFailures": []}  # scripts loaded
+
+    by_port = {n.port: n for n in store.client.get_primaries()}
+    dead_port, flushed_port = private_cluster.ports[2], private_cluster.ports[1]
+    store.client.get_redis_connection(by_port[flushed_port]).script_flush()
+    os.kill(private_cluster.pids[2], signal.SIGKILL)
+
+    def port_of(rec: dict[str, Any]) -> int:
+        return int(store.client.get_node_from_key(store.key(profile_of(rec))).port)
+
+    ports = [port_of(r) for r in records]
+    response, _ = invoke(recorder, records)
+
+    expected = [
+        r["kinesis"]["sequenceNumber"]
+        for r, p in zip(records, ports, strict=True)
+        if p == dead_port
+    ]
+    assert 0 < len(expected) < len(records)
+    assert failed_sequences(response) == expected
+    report = recorder.processor.report
+    assert flushed_port in ports
+    for i, port in enumerate(ports):
+        if port == flushed_port:  # NOSCRIPT, loaded there, run again: landed
+            assert report.dispositions[i] in {Disposition.APPLIED, Disposition.STALE}
+    # what the live shards hold equals a clean run of their records
+    alive = [r for r, p in zip(records, ports, strict=True) if p != dead_port]
+    clean = HistoryStore(store.client, settings.model_copy(update={"key_prefix": "cf2:"}))
+    runtime.set_store(clean)
+    assert invoke(recorder, alive)[0] == {"batchItemFailures": []}
+    pairs = pairs_of(alive)
+    assert state(store, pairs) == state(clean, pairs)
+    store.client.close()
