@@ -347,20 +347,21 @@ def test_a_dead_primary_while_another_shard_answers_noscript(
         redis_cluster=True,
         key_prefix="cf:",
         quarantine_queue_url=queue_url,
-        **FAST,
-    )
-    store = HistoryStore(create_client(settings), settings)
+    ).model_copy(update=FAST)
+    cluster = create_client(settings)
+    assert isinstance(cluster, RedisCluster)
+    store = HistoryStore(cluster, settings)
     runtime.set_store(store)
     records = batch_records("compound", 30)
     assert invoke(recorder, records[:1])[0] == {"batchItemFailures": []}  # scripts loaded
 
-    by_port = {n.port: n for n in store.client.get_primaries()}
+    by_port = {n.port: n for n in cluster.get_primaries()}
     dead_port, flushed_port = private_cluster.ports[2], private_cluster.ports[1]
-    store.client.get_redis_connection(by_port[flushed_port]).script_flush()
+    cluster.get_redis_connection(by_port[flushed_port]).script_flush()
     os.kill(private_cluster.pids[2], signal.SIGKILL)
 
     def port_of(rec: dict[str, Any]) -> int:
-        return int(store.client.get_node_from_key(store.key(profile_of(rec))).port)
+        return int(cluster.get_node_from_key(store.key(profile_of(rec))).port)
 
     ports = [port_of(r) for r in records]
     response, _ = invoke(recorder, records)
