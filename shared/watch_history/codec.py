@@ -35,8 +35,8 @@ from pydantic import TypeAdapter
 
 from watch_history.models import HistoryItem
 
-# Position of each field inside an item's array. lua/history.lua has the same table
-# (tests/test_codec.py keeps the two equal).
+# Position of each field inside an item's array. lua/common.lua has the same table (its
+# F_* constants).
 ITEM_FIELDS: Final[tuple[str, ...]] = (
     "asset_id",  # 1 in Lua (arrays start at 1 there)
     "last_watched_at",
@@ -54,6 +54,7 @@ ITEM_FIELDS: Final[tuple[str, ...]] = (
     "show",
     "season",
     "episode",
+    "device_at",  # internal: when device_id was named, if not at last_watched_at (rule 2)
 )
 
 
@@ -73,6 +74,7 @@ def items_from_values(many: list[list[Any]]) -> list[HistoryItem]:
     rows = []
     for values in many:
         fields = dict(zip(ITEM_FIELDS, values, strict=False))
+        fields.pop("device_at", None)
         fields["completed"] = bool(fields.get("completed"))
         duration = fields.get("duration")
         if duration:
