@@ -22,8 +22,13 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel, Field
 
-from watch_history.auth import ForbiddenError, NotAuthenticatedError, authorize
-from watch_history.errors import ConfigurationError, InvalidInputError, StoreUnavailableError
+from watch_history.auth import ForbiddenError, NotAuthenticatedError, authorize, event_authorizer
+from watch_history.errors import (
+    ConfigurationError,
+    HistoryError,
+    InvalidInputError,
+    StoreUnavailableError,
+)
 from watch_history.runtime import get_store
 from watch_history.store import HistoryStore
 
@@ -196,9 +201,49 @@ def authorized_store(app: APIGatewayHttpResolver, profile_id: str) -> HistorySto
     Raises ``NotAuthenticatedError`` (401) or ``ForbiddenError`` (403).
     """
     store = get_store()
-    claims = app.current_event.request_context.authorizer.jwt_claim
-    authorize(claims, profile_id, store.settings)
+    claims, scopes = event_authorizer(app.current_event.raw_event)
+    authorize(claims, profile_id, store.settings, scopes)
     return store
+
+
+def _not_authorized(event: dict[str, Any]) -> dict[str, Any] | None:
+    """A 401/403 response when the caller may not touch the path's profile, decided
+    before Powertools validates the rest of the request (its validation runs before any
+    middleware): another profile's ``limit=0`` is a 403, not a 422. None when allowed,
+    when the path names no profile, or when the settings cannot be had (the route then
+    answers)."""
+    params = event.get("pathParameters")
+    profile_id = params.get("profileId") if isinstance(params, dict) else None
+    if not isinstance(profile_id, str):
+        return None
+    try:
+        settings = get_store().settings
+    except HistoryError:
+        return None
+    claims, scopes = event_authorizer(event)
+    try:
+        authorize(claims, profile_id, settings, scopes)
+    except NotAuthenticatedError as exc:
+        return _early(HTTPStatus.UNAUTHORIZED, str(exc), {"WWW-Authenticate": "Bearer"})
+    except ForbiddenError as exc:
+        return _early(HTTPStatus.FORBIDDEN, str(exc))
+    return None
+
+
+def _early(
+    status: HTTPStatus, message: str, headers: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """An error answered before routing, in the shape ``error_response`` gives."""
+    return {
+        "statusCode": int(status),
+        "headers": {
+            "Content-Type": "application/json",
+            "Cache-Control": NO_STORE,
+            **(headers or {}),
+        },
+        "body": serialize({"message": message}),
+        "isBase64Encoded": False,
+    }
 
 
 def _not_json(event: dict[str, Any]) -> dict[str, Any] | None:
@@ -209,13 +254,7 @@ def _not_json(event: dict[str, Any]) -> dict[str, Any] | None:
     content_type = headers.get("content-type", "").strip().lower()
     if not content_type or content_type.startswith("application/json"):
         return None
-    body = json.dumps({"message": "send the body as application/json"})
-    return {
-        "statusCode": int(HTTPStatus.UNSUPPORTED_MEDIA_TYPE),
-        "headers": {"Content-Type": "application/json", "Cache-Control": "no-store"},
-        "body": body,
-        "isBase64Encoded": False,
-    }
+    return _early(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, "send the body as application/json")
 
 
 def resolve(
@@ -227,7 +266,7 @@ def resolve(
     for ``-d``) into form fields and report the JSON's fields as missing; a 415 that
     says what to send is clearer, so it is answered here, before routing.
     """
-    response = _not_json(event) or app.resolve(event, context)
+    response = _not_authorized(event) or _not_json(event) or app.resolve(event, context)
     status = int(response.get("statusCode", 500))
     metrics.add_metric(name=f"Status{status // 100}xx", unit=MetricUnit.Count, value=1)
     return response

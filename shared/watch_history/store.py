@@ -353,7 +353,7 @@ class HistoryStore:
         of it (``settings.read_prefix_items`` items); the whole array is read when the
         prefix does not fill the page, and for later pages (cursor).
         """
-        selection = Selection(query, self.settings.min_resume_seconds)
+        selection = Selection(query, self.settings.min_resume_seconds, profile_id)
         key = self.key(profile_id)
         if query.asset_ids:
             items = self._run("get_items", profile_id, list(dict.fromkeys(query.asset_ids)))
