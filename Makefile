@@ -10,7 +10,7 @@ export PYTHONPATH := $(CURDIR):$(CURDIR)/shared
 export SAM_CLI_TELEMETRY := 0
 ENGINE := $(PY) -m devtools.engine run
 
-.PHONY: test lint unit venv demo serve bench bench-recorder bench-reader bench-memory bench-filters openapi build clean
+.PHONY: test lint unit venv demo serve soak bench bench-recorder bench-reader bench-memory bench-filters openapi build clean
 
 $(VENV)/.installed: shared/requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,10 @@ demo: $(VENV)/.installed
 ## serve: the read and write APIs on http://127.0.0.1:8080 (no Docker)
 serve: $(VENV)/.installed
 	$(ENGINE) -- $(PY) -m devtools.serve
+
+## soak: a few minutes of batches and reads on a loopback engine (docs/reliability.md)
+soak: $(VENV)/.installed
+	$(PY) -m devtools.soak
 
 ## bench: the README's numbers (client on core 0, engine on core 1)
 bench: $(VENV)/.installed

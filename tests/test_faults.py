@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -386,3 +387,52 @@ def test_a_dead_primary_while_another_shard_answers_noscript(
     pairs = pairs_of(alive)
     assert state(store, pairs) == state(clean, pairs)
     store.client.close()
+
+
+# --- idle connections reaped ----------------------------------------------------------
+
+
+def _store_connections(node: redis.Redis) -> list[str]:
+    """Ids of the service's connections on a server (its CLIENT SETNAME)."""
+    clients = node.client_list()
+    return [str(c["id"]) for c in clients if c.get("name") == "watch-history"]
+
+
+@pytest.mark.parametrize("how", ["CLIENT KILL", "server idle timeout"])
+def test_connections_the_server_dropped_are_replaced_without_losing_a_record(
+    recorder: ModuleType, fast_store: HistoryStore, how: str
+):
+    """Between two invocations the server drops the store's idle connections (CLIENT
+    KILL, or its own ``timeout`` reaping them, as MemoryDB does while a Lambda is
+    frozen). The next batch lands; nothing is lost, nothing left unreported."""
+    first, second = batch_records("idle-1", 12), batch_records("idle-2", 12)
+    assert invoke(recorder, first)[0] == {"batchItemFailures": []}
+    admins = [
+        redis.Redis(
+            host=n.connection_pool.connection_kwargs["host"],
+            port=n.connection_pool.connection_kwargs["port"],
+        )
+        for n in primaries(fast_store.client)
+    ]
+    try:
+        assert all(_store_connections(a) for a in admins)
+        if how == "CLIENT KILL":
+            for admin in admins:
+                for client_id in _store_connections(admin):
+                    admin.client_kill_filter(_id=client_id)
+        else:
+            for admin in admins:
+                admin.config_set("timeout", 1)
+        deadline = time.monotonic() + 10
+        while any(_store_connections(a) for a in admins):  # reaped: a condition, not a sleep
+            assert time.monotonic() < deadline, "the server did not drop the connections"
+            time.sleep(0.05)
+    finally:
+        for admin in admins:
+            admin.config_set("timeout", 0)
+    response, _ = invoke(recorder, second)
+    failed = failed_sequences(response)
+    assert failed == [], recorder.processor.report.reasons
+    retry_then_compare_with_a_clean_run(recorder, fast_store, second, failed)
+    for admin in admins:
+        admin.close()

@@ -357,6 +357,14 @@ BAD_RECORDS: list[tuple[str, dict[str, Any] | bytes | str, str]] = [
     ("negative position", progress("p-ok", "x", 1795200000000, position=-1), "position"),
     ("seconds, not ms", progress("p-ok", "x", 1795200000), "greater than 2000-01-01"),
     ("no time zone", progress("p-ok", "x", 0) | {"eventTime": "2026-11-20T10:00:00"}, "timezone"),
+    *(
+        (f"5,000-digit {field}", body.replace(b"NUM", b"9" * 5000), "number out of range")
+        for field, body in [
+            ("position", b'{"profileId":"p-ok","assetId":"x","position":NUM,"eventTime":1}'),
+            ("eventTime", b'{"profileId":"p-ok","assetId":"x","position":1,"eventTime":NUM}'),
+            ("season", b'{"profileId":"p-ok","assetId":"x","position":1,"asset":{"season":NUM}}'),
+        ]
+    ),
 ]
 
 
