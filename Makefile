@@ -17,7 +17,7 @@ VALKEY_JSON ?= $(abspath ../shared/engines/valkey-json/libjson.so)
 JSON_MODULES ?= redisjson $(wildcard $(VALKEY_JSON))
 PYTEST := $(PY) -m pytest -n 2 --dist loadfile -q
 
-.PHONY: test lint unit venv demo serve bench bench-recorder bench-reader bench-memory bench-filters openapi build clean
+.PHONY: test test-external lint unit venv demo serve bench bench-recorder bench-reader bench-memory bench-filters openapi build clean
 
 $(VENV)/.installed: shared/requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +48,11 @@ else
 	done
 	@$(if $(wildcard $(VALKEY_JSON)),true,echo "== valkey-json not at $(VALKEY_JSON): ran on RedisJSON only ==")
 endif
+
+## test-external: the suite as against a cluster of one's own (REDIS_URL, REDIS_CLUSTER=true):
+## here the launcher's 3 primaries, started apart from the suite (JSON_MODULE picks the engine)
+test-external: $(VENV)/.installed
+	$(PY) -m devtools.engine run --cluster -- $(MAKE) --no-print-directory unit
 
 ## demo: the main job, locally: heartbeats through the recorder, then the HTTP APIs
 demo: $(VENV)/.installed
