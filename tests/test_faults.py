@@ -34,7 +34,8 @@ from watch_history.recorder import Disposition
 from watch_history.settings import Settings
 from watch_history.store import SCRIPT_ATTEMPTS, HistoryStore, RecordOutcome
 
-pytestmark = pytest.mark.engine
+# They pause, flush, kill or lock down servers: never on someone else's (REDIS_URL).
+pytestmark = pytest.mark.own_servers
 __all__ = ["queue_url", "recorder"]  # fixtures shared with test_recorder
 
 BASE = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
