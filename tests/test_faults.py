@@ -23,8 +23,9 @@ import pytest
 import redis
 from redis.cluster import RedisCluster
 
-from devtools.engine import Engine, start_cluster
-from devtools.lambda_context import FakeLambdaContext
+from devtools.engine import Engine, start_cluster, start_standalone, wait_until
+from devtools.lambda_context import FakeLambdaContext, load_module
+from devtools.serve import api_event
 from tests.test_recorder import failed_sequences, progress, queue_url, record, recorder, state
 from watch_history import runtime
 from watch_history.connection import ClientType, create_client
@@ -437,3 +438,133 @@ def test_connections_the_server_dropped_are_replaced_without_losing_a_record(
     retry_then_compare_with_a_clean_run(recorder, fast_store, second, failed)
     for admin in admins:
         admin.close()
+
+
+# --- kill -9 and restart, failover: servers of their own ------------------------------
+
+
+def _cluster_ok(engine: Engine) -> bool:
+    """Every live node of ``engine`` reports cluster_state:ok."""
+    for i in range(len(engine.ports)):
+        try:
+            with engine.node_client(i) as node:
+                if b"cluster_state:ok" not in node.execute_command("CLUSTER", "INFO"):
+                    return False
+        except redis.ConnectionError:
+            continue  # a dead node does not vote
+    return True
+
+
+def _service_store(engine: Engine, queue_url: str, prefix: str) -> HistoryStore:
+    settings = Settings(
+        redis_url=engine.url,
+        redis_cluster=engine.cluster,
+        key_prefix=prefix,
+        quarantine_queue_url=queue_url,
+        pipeline_profiles=5,
+    ).model_copy(update=FAST)
+    return HistoryStore(create_client(settings), settings)
+
+
+def retry_until_landed(
+    recorder: ModuleType, records: list[dict[str, Any]], failed: list[str], attempts: int = 8
+) -> int:
+    """Lambda's retries (each from the first failed record on) until one lands all; the
+    number it took. A server that just came back can refuse a connection or two."""
+    for attempt in range(attempts):
+        if not failed:
+            return attempt
+        first = next(i for i, r in enumerate(records) if r["kinesis"]["sequenceNumber"] in failed)
+        response, _ = invoke(recorder, records[first:])
+        failed = failed_sequences(response)
+    assert not failed, recorder.processor.report.reasons
+    return attempts
+
+
+@pytest.mark.parametrize("cluster", [False, True], ids=["standalone", "cluster"])
+def test_kill_9_mid_batch_then_restart_loses_no_acknowledged_write(
+    recorder: ModuleType, queue_url: str, monkeypatch: pytest.MonkeyPatch, cluster: bool
+):
+    """A durable server (AOF, fsync always) is killed with SIGKILL right after the first
+    round trip of a batch and started again on its disk. The batch reports exactly what
+    it could not write; what it acknowledged survived the crash; Lambda's retries land
+    the rest, and the state equals a clean run's."""
+    engine = start_cluster(3, durable=True) if cluster else start_standalone(durable=True)
+    with engine:
+        store = _service_store(engine, queue_url, "k9:")
+        runtime.set_store(store)
+        records = batch_records("k9", 30)
+        assert invoke(recorder, records[:1])[0] == {"batchItemFailures": []}  # warm
+        victim = 2 if cluster else 0  # a primary
+        real_pipeline = store._pipeline
+        sent: list[list[str]] = []
+        before: dict[tuple[str, str], Any] = {}
+
+        def pipeline(sha: str, calls: Any, budget: Any) -> Any:
+            calls = list(calls)
+            replies = real_pipeline(sha, calls, budget)
+            sent.append([key for key, _ in calls])
+            if len(sent) == 1:  # what the first round trip wrote, read before the crash
+                profiles = {key.removeprefix("k9:{").removesuffix("}") for key in sent[0]}
+                before.update(state(store, {(p, "m1") for p in profiles}))
+                engine.kill(victim)
+            return replies
+
+        monkeypatch.setattr(store, "_pipeline", pipeline)
+        response, _ = invoke(recorder, records)
+        monkeypatch.undo()
+        failed = failed_sequences(response)
+        report = recorder.processor.report
+        assert failed  # the crash cost something ...
+        assert len(failed) < len(records) or not cluster  # ... on a cluster, one shard only
+        assert any(d is Disposition.APPLIED for d in report.dispositions)
+        acknowledged = {k: v for k, v in before.items() if v is not None}
+        assert acknowledged  # (a shard that answered NOSCRIPT first may not have been)
+
+        engine.restart(victim)
+        if cluster:
+            wait_until(lambda: _cluster_ok(engine), timeout=30, what="the cluster to heal")
+        assert state(store, set(acknowledged)) == acknowledged  # survived the kill -9
+        retry_until_landed(recorder, records, failed)
+        retry_then_compare_with_a_clean_run(recorder, store, records, [])
+        store.client.close()
+
+
+def test_a_primary_killed_and_its_replica_promoted_while_batches_run(
+    recorder: ModuleType, queue_url: str
+):
+    """Batches and reads keep coming while one primary dies and its replica takes over
+    (with an empty script cache). The recorder reports the dead shard's records until
+    the promotion, then lands them (NOSCRIPT answered on the promoted node); the reader
+    in the same process answers again without a cold start (same client, no new
+    store); after the retries the state equals a clean run's."""
+    with start_cluster(3, replicas=1) as engine:
+        store = _service_store(engine, queue_url, "fo:")
+        runtime.set_store(store)
+        reader = load_module("history_reader")
+        batches = [batch_records(f"fo{n}", 15) for n in range(6)]
+        victim = 1
+        reported = 0
+        reads: list[int] = []
+        for n, records in enumerate(batches):
+            if n == 2:
+                engine.kill(victim)
+            response, _ = invoke(recorder, records)
+            failed = failed_sequences(response)
+            reported += len(failed)
+            if n == 3:
+                engine.wait_for_failover(victim)
+            if failed and n >= 3:
+                retry_until_landed(recorder, records, failed)
+            elif failed:
+                batches.append(records)  # retried after the failover (Lambda's retries)
+            profile = profile_of(records[0])
+            event = api_event("GET", f"/profiles/{profile}/history", claims={"profile_id": profile})
+            reads.append(reader.lambda_handler(event, FakeLambdaContext("reader"))["statusCode"])
+        assert reported > 0  # the dead shard's records were reported, not lost
+        assert set(reads) <= {200, 503}
+        assert reads[-1] == 200  # the same store reads again after the failover
+        assert runtime.get_store() is store
+        for records in batches:
+            retry_then_compare_with_a_clean_run(recorder, store, records, [])
+        store.client.close()
