@@ -28,7 +28,6 @@ from watch_history.recorder import Disposition
 from watch_history.settings import Settings
 from watch_history.store import HistoryStore, RecordOutcome
 
-pytestmark = pytest.mark.engine
 __all__ = ["queue_url", "recorder", "writer"]  # fixtures of the handler modules
 
 SKEW = Settings().max_future_skew_seconds

@@ -34,8 +34,6 @@ from watch_history import runtime
 from watch_history.models import HistoryQuery, ProgressUpdate
 from watch_history.store import HistoryStore
 
-pytestmark = pytest.mark.engine
-
 schema = schemathesis.openapi.from_path(str(ROOT / "openapi.json"))
 SENTINEL = "sentinel-profile"
 CLAIMS_HEADER = "X-Test-Claims"  # the adapter turns it into the authorizer's claims

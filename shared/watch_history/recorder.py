@@ -15,8 +15,13 @@ How a batch goes (Powertools' ``BatchProcessor`` with its partial-response contr
    server applies one chunk while the next is decoded.
 3. Each record gets its disposition: applied / stale / ignored (done), quarantined
    (bad input: sent to the quarantine queue, never retried), or failed (the store was
-   unavailable, or the quarantine send failed: reported by sequence number as a batch
-   item failure, so Lambda retries it; writes are idempotent).
+   unavailable, the invocation's deadline came first, or the quarantine send failed:
+   reported by sequence number as a batch item failure, so Lambda retries it; writes
+   are idempotent). Nothing the store raises leaves the handler.
+
+The deadline is the Lambda context's remaining time less ``DEADLINE_MARGIN_SECONDS``:
+``record_stream`` starts no round trip that could end after it and sends nothing more
+to a node that timed out; the margin is kept for the quarantine and the response.
 
 The quarantine message (JSON) carries the record's data exactly as received (base64),
 its shard, sequence number, partition key and the reason; ``python -m
