@@ -211,11 +211,12 @@ def _not_authorized(event: dict[str, Any]) -> dict[str, Any] | None:
     before Powertools validates the rest of the request (its validation runs before any
     middleware): another profile's ``limit=0`` is a 403, not a 422. None when allowed,
     when the path names no profile, or when the settings cannot be had (the route then
-    answers)."""
+    answers), and for a CORS preflight."""
     params = event.get("pathParameters")
     profile_id = params.get("profileId") if isinstance(params, dict) else None
-    if not isinstance(profile_id, str):
-        return None
+    http = (event.get("requestContext") or {}).get("http") or {}
+    if not isinstance(profile_id, str) or http.get("method") == "OPTIONS":
+        return None  # no profile, or a CORS preflight (it carries no token)
     try:
         settings = get_store().settings
     except HistoryError:
