@@ -502,7 +502,7 @@ class HistoryStore:
                 replies[i] = result
                 # MOVED/ASK: slots moved (resharding, failover); a node error: it is down.
                 stale_topology |= isinstance(result, MovedError | AskError | HistoryError)
-        if stale_topology and not budget.expired():
+        if stale_topology and budget.may_refresh():
             with contextlib.suppress(RedisError, RedisClusterException, OSError):
                 client.nodes_manager.initialize()  # the retry will find the new owners
         return replies, nodes
@@ -574,9 +574,18 @@ class _Budget:
 
     start_by: float | None = None
     silent: set[str] = field(default_factory=set)
+    refreshed: bool = False
 
     def expired(self) -> bool:
         return self.start_by is not None and time.monotonic() >= self.start_by
+
+    def may_refresh(self) -> bool:
+        """Whether to re-read the cluster's topology now: once per batch (each refresh is
+        a round trip to a startup node, which may be the silent one), in time."""
+        if self.refreshed or self.expired():
+            return False
+        self.refreshed = True
+        return True
 
     def refusal(self, name: str) -> StoreUnavailableError | None:
         """Why a round trip to ``name`` must not start now, or None."""
