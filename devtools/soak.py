@@ -9,13 +9,16 @@ few rounds it samples the engine's ``used_memory`` and this process's RSS.
 
 Pass (exit 0): every record landed, no read failed, the engine's memory in the last
 third of the samples is within ``--tolerance`` (10 %) of the middle third (a plateau once
-the histories are full), and the client's RSS grew less than ``--rss-mb`` over the
-same span. It stops by itself; nothing stays running.
+the histories are full), the sampled histories' own MEMORY USAGE within 2 %, and the
+client's RSS grew less than ``--rss-mb`` over the same span. It stops by itself;
+nothing stays running.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import os
 import random
@@ -41,6 +44,7 @@ class Sample:
     seconds: float
     engine_bytes: int
     dataset_bytes: int
+    documents_bytes: int  # MEMORY USAGE of the sampled histories
     rss_bytes: int
     items: int
 
@@ -78,8 +82,7 @@ def soak(args: argparse.Namespace) -> tuple[list[Sample], list[str]]:
     problems: list[str] = []
     samples: list[Sample] = []
     profiles = [f"soak-{i}" for i in range(args.profiles)]
-    quiet = {  # no EMF line per invocation on stdout, no X-Ray daemon
-        "POWERTOOLS_METRICS_DISABLED": "true",
+    quiet = {  # no X-Ray daemon, errors only
         "POWERTOOLS_METRICS_NAMESPACE": "Soak",
         "POWERTOOLS_TRACE_DISABLED": "true",
         "POWERTOOLS_LOG_LEVEL": "ERROR",
@@ -97,25 +100,30 @@ def soak(args: argparse.Namespace) -> tuple[list[Sample], list[str]]:
             if time.monotonic() - started > args.minutes * 60:
                 break
             event = kinesis_event(_batch(rng, profiles, round_no, args.batch))
-            result = recorder.lambda_handler(event, FakeLambdaContext("history-recorder"))
+            with contextlib.redirect_stdout(io.StringIO()):  # an EMF line per invocation
+                result = recorder.lambda_handler(event, FakeLambdaContext("history-recorder"))
             if result["batchItemFailures"]:
                 problems.append(f"round {round_no}: {len(result['batchItemFailures'])} failed")
             for profile in rng.sample(profiles, min(50, len(profiles))):
-                response = reader.lambda_handler(_get(profile), FakeLambdaContext("reader"))
+                with contextlib.redirect_stdout(io.StringIO()):
+                    response = reader.lambda_handler(_get(profile), FakeLambdaContext("reader"))
                 if response["statusCode"] != 200:
                     problems.append(f"round {round_no}: read {response['statusCode']}")
             if round_no % args.sample_every == 0:
                 memory = client.info("memory")
+                sampled = profiles[:20]
                 count = sum(
                     int(client.execute_command("JSON.ARRLEN", store.key(p), "$.h")[0])
-                    for p in profiles[:20]
+                    for p in sampled
                 )
+                documents = sum(store.memory_usage(p) for p in sampled)
                 samples.append(
                     Sample(
                         round_no,
                         round(time.monotonic() - started, 1),
                         int(memory["used_memory"]),
                         int(memory["used_memory_dataset"]),
+                        documents,
                         rss_bytes(),
                         count,
                     )
@@ -160,6 +168,10 @@ def _plateau(samples: list[Sample], args: argparse.Namespace) -> list[str]:
         problems.append(
             f"engine memory still growing: {mid_engine / 1e6:.1f} MB -> {last_engine / 1e6:.1f} MB"
         )
+    mid_docs = sum(s.documents_bytes for s in middle) / len(middle)
+    last_docs = sum(s.documents_bytes for s in last) / len(last)
+    if last_docs > mid_docs * 1.02:  # full histories: the same size whatever they hold
+        problems.append(f"histories still growing: {mid_docs:.0f} B -> {last_docs:.0f} B")
     rss_growth = (last[-1].rss_bytes - middle[0].rss_bytes) / 1e6
     if rss_growth > args.rss_mb:
         problems.append(f"client RSS grew {rss_growth:.1f} MB over the last two thirds")
@@ -192,12 +204,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         print(
             f"{'round':>6} {'s':>7} {'engine MB':>10} {'dataset MB':>11} "
-            f"{'client RSS MB':>14} {'items/20':>9}"
+            f"{'20 docs KB':>11} {'client RSS MB':>14} {'items/20':>9}"
         )
         for s in samples:
             print(
                 f"{s.round:>6} {s.seconds:>7} {s.engine_bytes / 1e6:>10.2f} "
-                f"{s.dataset_bytes / 1e6:>11.2f} {s.rss_bytes / 1e6:>14.1f} {s.items:>9}"
+                f"{s.dataset_bytes / 1e6:>11.2f} {s.documents_bytes / 1e3:>11.1f} "
+                f"{s.rss_bytes / 1e6:>14.1f} {s.items:>9}"
             )
     for problem in problems:
         print(f"FAIL: {problem}")
