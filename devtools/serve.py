@@ -8,7 +8,7 @@ lower-case ``headers``, ``cookies``, ``pathParameters``, ``body`` (base64 when i
 not text), ``requestContext.http``), goes to the real handler in-process (GET: the
 reader, PUT and DELETE: the writer; one invocation at a time per function, as one
 Lambda container), and the handler's ``statusCode``/``headers``/``body`` come back.
-A path that matches none of the five routes gets 404 ``{"message":"Not Found"}`` and
+A path that matches none of the routes gets 404 ``{"message":"Not Found"}`` and
 a handler that raises gets 500 ``{"message":"Internal Server Error"}``, as from API
 Gateway. ``sam local start-api`` needs Docker; this does not.
 
@@ -129,10 +129,14 @@ def _pattern(template: str) -> re.Pattern[str]:
     return re.compile(regex)
 
 
+# In template order. API Gateway picks the most specific route: ".../history/changes"
+# before ".../history/{assetId}", as match_route tries them in this order.
 ROUTES: Final[tuple[Route, ...]] = (
     Route("GET", "/profiles/{profileId}/history", READER),
+    Route("GET", "/profiles/{profileId}/history/changes", READER),
     Route("GET", "/profiles/{profileId}/history/{assetId}", READER),
     Route("PUT", "/profiles/{profileId}/history/{assetId}", WRITER),
+    Route("POST", "/profiles/{profileId}/history", WRITER),
     Route("DELETE", "/profiles/{profileId}/history/{assetId}", WRITER),
     Route("DELETE", "/profiles/{profileId}/history", WRITER),
 )

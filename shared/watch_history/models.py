@@ -19,6 +19,7 @@ from pydantic import (
     Field,
     PlainSerializer,
     StringConstraints,
+    ValidationError,
     WithJsonSchema,
     model_validator,
 )
@@ -42,6 +43,16 @@ AssetTypeName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_-]{0,31
 
 Seconds = Annotated[float, Field(allow_inf_nan=False)]
 """A finite number of seconds (NaN and infinities are refused)."""
+
+
+def describe(exc: ValidationError) -> str:
+    """A validation error as one line, ``field: message; ...``: what the APIs say."""
+    parts = []
+    for error in exc.errors(include_url=False, include_input=False):
+        text = str(error["msg"]).removeprefix("Value error, ")
+        where = ".".join(str(part) for part in error["loc"])
+        parts.append(f"{where}: {text}" if where else text)
+    return "; ".join(parts) or "invalid"
 
 
 def epoch_ms(value: datetime) -> int:
@@ -316,3 +327,22 @@ class HistoryChanges(_Schema):
         description="drop the whole local copy first: no token, or a clear-all since"
     )
     next_token: str = Field(description="pass as since on the next sync")
+
+
+class BatchBody(_Schema):
+    """The body of ``POST .../history``: up to MAX_BATCH_UPDATES updates of one profile.
+
+    Each update is checked on its own (``writes.record_updates``): an element that is
+    not a valid ``BatchUpdate`` is reported invalid, with why, and the rest recorded.
+    """
+
+    updates: Annotated[
+        list[Annotated[BatchUpdate | Any, Field(union_mode="left_to_right")]],
+        Field(min_length=1, max_length=MAX_BATCH_UPDATES),
+    ] = Field(description=f"1 to {MAX_BATCH_UPDATES} updates, each a BatchUpdate")
+
+
+class BatchResponse(_Schema):
+    """One result per update, in the order sent."""
+
+    results: list[BatchUpdateResult]
