@@ -108,36 +108,62 @@ def test_ids_are_percent_decoded_once_on_every_route(
     apps: dict[str, ModuleType], store: HistoryStore, decoded_path: bool
 ) -> None:
     profile, asset = f"ns:p:{uuid.uuid4().hex[:6]}", "ns:a:1"
-    on = {"decoded_path": decoded_path}
     status, _, _ = call(
         apps,
         event(
-            "PUT", "/profiles/{profileId}/history/{assetId}", profile, asset, body=put_body(), **on
+            "PUT",
+            "/profiles/{profileId}/history/{assetId}",
+            profile,
+            asset,
+            body=put_body(),
+            decoded_path=decoded_path,
         ),
     )
     assert status == 200
     assert store.get_item(profile, asset) is not None  # stored under the decoded ids
     status, _, item = call(
-        apps, event("GET", "/profiles/{profileId}/history/{assetId}", profile, asset, **on)
+        apps,
+        event(
+            "GET",
+            "/profiles/{profileId}/history/{assetId}",
+            profile,
+            asset,
+            decoded_path=decoded_path,
+        ),
     )
     assert (status, item["assetId"]) == (200, asset)
-    status, _, page = call(apps, event("GET", "/profiles/{profileId}/history", profile, **on))
+    status, _, page = call(
+        apps, event("GET", "/profiles/{profileId}/history", profile, decoded_path=decoded_path)
+    )
     assert [i["assetId"] for i in page["items"]] == [asset]
     status, _, changes = call(
-        apps, event("GET", "/profiles/{profileId}/history/changes", profile, **on)
+        apps,
+        event("GET", "/profiles/{profileId}/history/changes", profile, decoded_path=decoded_path),
     )
     assert [i["assetId"] for i in changes["items"]] == [asset]
     batch = {"updates": [{"assetId": "ns:a:2", **put_body()}]}
     status, _, result = call(
-        apps, event("POST", "/profiles/{profileId}/history", profile, body=batch, **on)
+        apps,
+        event(
+            "POST", "/profiles/{profileId}/history", profile, body=batch, decoded_path=decoded_path
+        ),
     )
     assert result["results"][0]["outcome"] == "applied"
     status, _, _ = call(
-        apps, event("DELETE", "/profiles/{profileId}/history/{assetId}", profile, asset, **on)
+        apps,
+        event(
+            "DELETE",
+            "/profiles/{profileId}/history/{assetId}",
+            profile,
+            asset,
+            decoded_path=decoded_path,
+        ),
     )
     assert status == 204
     assert store.get_item(profile, asset) is None
-    status, _, _ = call(apps, event("DELETE", "/profiles/{profileId}/history", profile, **on))
+    status, _, _ = call(
+        apps, event("DELETE", "/profiles/{profileId}/history", profile, decoded_path=decoded_path)
+    )
     assert status == 204
     assert store.get_item(profile, "ns:a:2") is None
 
@@ -311,7 +337,8 @@ def test_a_batch_over_100_updates_or_empty_is_422(
 ) -> None:
     batch = "/profiles/{profileId}/history"
     many = {"updates": [{"assetId": f"a{k}", **put_body()} for k in range(101)]}
-    for body in (many, {"updates": []}, {}):
+    bodies: list[dict[str, Any]] = [many, {"updates": []}, {}]
+    for body in bodies:
         status, _, reply = call(apps, event("POST", batch, "p1", body=body))
         assert status == 422, reply
         assert reply["errors"][0]["loc"][:2] == ["body", "updates"]

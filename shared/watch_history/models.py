@@ -89,7 +89,11 @@ EventTime = Annotated[
         {
             "anyOf": [
                 {"type": "string", "format": "date-time"},
-                {"type": "integer", "exclusiveMinimum": 946_684_800_000},
+                {
+                    "type": "integer",
+                    "exclusiveMinimum": 946_684_800_000,
+                    "exclusiveMaximum": 32_503_680_000_000,
+                },
             ],
             "description": (
                 "RFC 3339 with an offset, or epoch milliseconds; after 2000-01-01T00:00Z "
