@@ -6,7 +6,7 @@ becomes the event API Gateway would send (``version`` 2.0, ``routeKey``, ``rawPa
 ``rawQueryString``, ``queryStringParameters`` with repeated keys joined by commas,
 lower-case ``headers``, ``cookies``, ``pathParameters``, ``body`` (base64 when it is
 not text), ``requestContext.http``), goes to the real handler in-process (GET: the
-reader, PUT and DELETE: the writer; one invocation at a time per function, as one
+reader, PUT, POST and DELETE: the writer; one invocation at a time per function, as one
 Lambda container), and the handler's ``statusCode``/``headers``/``body`` come back.
 A path that matches none of the routes gets 404 ``{"message":"Not Found"}`` and
 a handler that raises gets 500 ``{"message":"Internal Server Error"}``, as from API

@@ -5,6 +5,7 @@ events built from events/ (the shapes API Gateway sends), on both engines.
 
 from __future__ import annotations
 
+import base64
 import copy
 import json
 import uuid
@@ -15,6 +16,8 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from redis.cluster import RedisCluster
 
 from devtools.lambda_context import FakeLambdaContext, load_module
@@ -403,3 +406,25 @@ def test_every_error_has_the_same_shape_and_serializer(
     assert json.loads(apps["writer"].lambda_handler(no_route, FakeLambdaContext("a"))["body"]) == {
         "message": "Not Found"
     }
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    since=st.one_of(
+        st.text(max_size=600),
+        st.binary(max_size=80).map(lambda b: base64.urlsafe_b64encode(b).decode()),
+        st.lists(st.one_of(st.integers(), st.text(max_size=12), st.none()), max_size=4).map(
+            lambda v: base64.urlsafe_b64encode(json.dumps(v).encode()).decode().rstrip("=")
+        ),
+    )
+)
+def test_no_since_gets_a_server_error(
+    apps: dict[str, ModuleType], store: HistoryStore, since: str
+) -> None:
+    built = event("GET", "/profiles/{profileId}/history/changes", "p1")
+    built["queryStringParameters"] = {"since": since}
+    built["rawQueryString"] = "since=" + quote(since)
+    status, _, body = call(apps, built)
+    assert status in (200, 400, 410, 422), body
+    if status != 200:
+        assert isinstance(body["message"], str)

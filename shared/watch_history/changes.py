@@ -53,7 +53,9 @@ def decode_token(profile_id: str, token: str) -> int:
     try:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
         version, stamp, bound_to = json.loads(raw)
-        if version != _VERSION or not isinstance(stamp, int) or stamp < 0:
+        if version != _VERSION or isinstance(stamp, bool) or not isinstance(stamp, int):
+            raise ValueError(token)
+        if stamp < 0:  # (a bool is an int to isinstance: refused above)
             raise ValueError(token)
     except (binascii.Error, ValueError, TypeError, UnicodeDecodeError):
         raise InvalidInputError("since is malformed: pass nextToken as returned") from None

@@ -3,7 +3,7 @@
 The document of one profile (one key, ``<prefix>{<profileId>}``)::
 
     {
-      "v":   1,                      # layout version
+      "v":   2,                      # layout version (1: before the changes feed)
       "h":   ["<item>", ...],        # THE history array: one item per asset,
                                      #   newest lastWatchedAt first, ties assetId ascending
       "ids": ["<assetId>", ...],     # the assetIds of "h", same order: JSON.ARRINDEX finds
@@ -21,8 +21,8 @@ The document of one profile (one key, ``<prefix>{<profileId>}``)::
     }
 
 Each item is ONE JSON string holding a compact positional JSON array (``ITEM_FIELDS``
-gives the positions; trailing nulls are left out). Measured with ``make bench-memory``:
-an item costs ~232 bytes in MEMORY USAGE this way against ~830 as a readable object
+gives the positions). Measured with ``make bench-memory`` before the change stamp below:
+an item cost ~214 bytes in MEMORY USAGE this way against ~830 as a readable object
 and ~430 as a positional array of JSON values, because every JSON value (each number,
 string, nested array) is a separate allocation on the server while a string is one.
 The price: JSONPath filters cannot look inside items. The reads filter in Python over
@@ -31,10 +31,11 @@ items is 2-6x faster for narrow filters, slower for broad ones, and every lookup
 under 1 ms at MAX_ITEMS=200 either way), and Lua scripts decode single items with cjson.
 
 Each item ends with its change stamp (``CHANGED_POSITION``, after all of
-``ITEM_FIELDS``, which are then all written, null where missing), stored as the stamp
+``ITEM_FIELDS``, which are then all written, null where missing; an item written
+before stamps existed has none and leaves its trailing nulls out), stored as the stamp
 minus its lastWatchedAt: a heartbeat's is a few digits. Measured with ``make
-bench-memory`` (150 items, RedisJSON): 232 bytes/item against 214 without the stamp
-(+18: the stamp, and the nulls now written out before it).
+bench-memory`` (150 items): 232 bytes/item against 214 without the stamp on RedisJSON,
+240 against 223 on valkey-json (the stamp, and the nulls now written out before it).
 
 Times are integers, epoch milliseconds. ``progress`` is derived on read.
 """
