@@ -118,18 +118,24 @@ end
 local EMPTY_DOC = '{"v":2,"h":[],"ids":[],"tid":[],"tts":[],"tcs":[],"wm":0,'
   .. '"cs":0,"hz":0,"wcs":0,"eid":[],"ecs":[]}'
 
+-- The document's latest change stamp ("cs") as read_head found it: false until
+-- read_head runs, nil when the document predates change stamps (see change_stamp).
+local head_cs = false
+
 -- What every write needs first, in ONE server call: the clear-all watermark, the
--- tombstoned asset ids and the newest item (the one heartbeats usually update).
--- Creates the document when the profile has none. Returns wm, tids, front (packed
--- item text or nil when the history is empty).
+-- tombstoned asset ids and the newest item (the one heartbeats usually update), and
+-- the change stamp. Creates the document when the profile has none. Returns wm, tids,
+-- front (packed item text or nil when the history is empty).
 local function read_head()
-  local raw = redis.call('JSON.GET', K, '$.wm', '$.tid', '$.h[0]')
+  local raw = redis.call('JSON.GET', K, '$.wm', '$.tid', '$.h[0]', '$.cs')
   if not raw then
     redis.call('JSON.SET', K, '$', EMPTY_DOC)
+    head_cs = 0
     return 0, {}, nil
   end
   -- Several paths: an object keyed by path (key order differs between engines).
   local head = cjson.decode(raw)
+  head_cs = head['$.cs'][1]
   return head['$.wm'][1], head['$.tid'][1], head['$.h[0]'][1]
 end
 
@@ -173,7 +179,8 @@ end
 -- This call's change stamp (taken on first use; the document exists by then).
 local function change_stamp()
   if stamp ~= nil then return stamp end
-  local last = get1('$.cs')
+  local last = head_cs
+  if last == false then last = get1('$.cs') end
   stamp = now_ms()
   if last ~= nil and last > 0 then
     if last + 1 > stamp then stamp = last + 1 end
