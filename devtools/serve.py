@@ -518,6 +518,14 @@ class _RequestHandler(BaseHTTPRequestHandler):
     def do_OPTIONS(self) -> None:
         self._handle()
 
+    def __getattr__(self, name: str) -> Any:
+        """Any other method (TRACE, CONNECT, made-up ones) is routed too, and matches no
+        route: 404 ``{"message":"Not Found"}`` as from API Gateway, not http.server's 501
+        HTML page. (BaseHTTPRequestHandler looks up ``do_<METHOD>``.)"""
+        if name.startswith("do_"):
+            return self._handle
+        raise AttributeError(name)
+
     def _handle(self) -> None:
         started = time.perf_counter()
         reply = self._preflight() or self._with_cors(self._reply())
