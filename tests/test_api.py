@@ -326,7 +326,9 @@ def test_a_batch_is_one_store_call_with_an_outcome_per_update(
         (7, "done", "applied"),
     ]
     reasons = [r.get("reason", "") for r in results]
-    assert "assetId" in reasons[3]
+    assert (
+        reasons[3] == "assetId: not a valid id: use 1 to 128 of A-Z a-z 0-9 . _ : -, not only dots"
+    )
     assert "position" in reasons[4]
     assert "future" in reasons[5] or "eventTime" in reasons[5]
     assert reasons[6]

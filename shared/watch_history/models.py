@@ -30,6 +30,7 @@ from pydantic.alias_generators import to_camel
 # pydantic-core's regex engine has none, hence "at least one non-dot" spelled out.
 ID_PATTERN = r"^[A-Za-z0-9._:-]*[A-Za-z0-9_:-][A-Za-z0-9._:-]*$"
 ID_MAX_LENGTH = 128
+ID_RULE = "not a valid id: use 1 to 128 of A-Z a-z 0-9 . _ : -, not only dots"
 MAX_ASSET_IDS = 100
 MAX_BATCH_UPDATES = 100
 
@@ -50,6 +51,8 @@ def describe(exc: ValidationError) -> str:
     parts = []
     for error in exc.errors(include_url=False, include_input=False):
         text = str(error["msg"]).removeprefix("Value error, ")
+        if (error.get("ctx") or {}).get("pattern") == ID_PATTERN:
+            text = ID_RULE
         where = ".".join(str(part) for part in error["loc"])
         parts.append(f"{where}: {text}" if where else text)
     return "; ".join(parts) or "invalid"

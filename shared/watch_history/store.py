@@ -48,6 +48,7 @@ from watch_history.errors import (
 from watch_history.models import (
     ID_MAX_LENGTH,
     ID_PATTERN,
+    ID_RULE,
     MAX_ASSET_IDS,
     HistoryChanges,
     HistoryItem,
@@ -111,10 +112,7 @@ class BatchResult:
 def check_id(kind: str, value: str) -> str:
     """``value`` if it is a valid id, else InvalidInputError naming the kind of id."""
     if not isinstance(value, str) or len(value) > ID_MAX_LENGTH or not _ID.fullmatch(value):
-        raise InvalidInputError(
-            f"{kind} {value!r} is not a valid id: use 1 to 128 of A-Z a-z 0-9 . _ : -, "
-            "not only dots"
-        )
+        raise InvalidInputError(f"{kind} {value!r} is {ID_RULE}")
     return value
 
 
