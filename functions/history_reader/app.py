@@ -149,7 +149,13 @@ def list_history(
             description=f"repeatable, up to {MAX_ASSET_IDS}: progress for a page of tiles",
         ),
     ] = None,
-    status: Annotated[Status, Query(description="which items by completion")] = Status.ALL,
+    status: Annotated[
+        Status,
+        Query(
+            description="in_progress: resumable; completed: completed as of its last watch "
+            "(an item being rewatched is not); ever_completed: has a completedAt"
+        ),
+    ] = Status.ALL,
     limit: Annotated[int, Query(ge=1, le=100, description="items per page")] = 20,
     cursor: Annotated[
         str | None, Query(max_length=512, description="nextCursor of the previous page")
