@@ -76,8 +76,6 @@ from types import FrameType
 from typing import Any, Final
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from cfnlint.decode.cfn_yaml import load as load_cfn_yaml  # type: ignore[import-untyped]
-
 from devtools.heartbeats import history_updates, profile_ids
 from devtools.lambda_context import (
     ACCOUNT_ID,
@@ -235,6 +233,10 @@ def template_cors(origins: str, template: Path = TEMPLATE) -> CorsPolicy | None:
     allowed = tuple(o.strip() for o in origins.split(",") if o.strip())
     if not allowed:
         return None
+    # cfn-lint's loader reads CloudFormation's tags (!If, !Split); imported here, as only
+    # a server with CORS needs it (it is slow to import).
+    from cfnlint.decode.cfn_yaml import load as load_cfn_yaml  # type: ignore[import-untyped]
+
     document = load_cfn_yaml(str(template))
     chosen = document["Resources"]["HttpApi"]["Properties"]["CorsConfiguration"]["Fn::If"][1]
     return CorsPolicy(
