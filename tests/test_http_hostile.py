@@ -1,123 +1,79 @@
 """Hostile HTTP input: every route of the committed openapi.json, driven by schemathesis.
 
-The requests go through a small WSGI adapter (below): each one becomes the API Gateway
-HTTP API event ``devtools.serve.api_event`` builds (the local server's own
-translation), runs through the real reader or writer handler in-process, and the
-handler's response comes back. Each generated request is sent three ways: with claims
-granting the path's profile, with claims of another profile, and with no claims. None
-may get a 5xx; every 4xx says why; without rights it is 401/403 whatever else is wrong
-(the caller is authorized before the rest of the input is validated); and a profile
-that no request is granted keeps its history untouched.
+The requests go through ``make serve``'s server (tests/test_schemathesis.py's ``api``
+fixture: the real handlers behind devtools/serve.py, on this mode's engine), each one
+sent three ways: with claims granting the path's profile, with another profile's
+claims, and with none. None may get a 5xx; every error says why; without rights it is
+401/403 whatever else is wrong (the caller is authorized before the rest of the input
+is validated); and a profile no request is granted keeps its history untouched.
 """
 
 from __future__ import annotations
 
-import base64
 import json
-import uuid
-from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
-from http import HTTPStatus
 from types import ModuleType
 from typing import Any
-from urllib.parse import quote
 
 import pytest
-import schemathesis
 from hypothesis import HealthCheck, settings
 
 from devtools.lambda_context import FakeLambdaContext
 from devtools.serve import api_event
-from tests.conftest import ROOT
-from tests.test_fuzz import handlers
+from tests.test_fuzz import handlers, wired
+from tests.test_schemathesis import api, schema
 from watch_history import runtime
 from watch_history.models import HistoryQuery, ProgressUpdate
 from watch_history.store import HistoryStore
 
-schema = schemathesis.openapi.from_path(str(ROOT / "openapi.json"))
+__all__ = ["api", "handlers", "wired"]  # fixtures shared with test_fuzz, test_schemathesis
+
 SENTINEL = "sentinel-profile"
-CLAIMS_HEADER = "X-Test-Claims"  # the adapter turns it into the authorizer's claims
-__all__ = ["handlers"]  # the handler modules' fixture, shared with test_fuzz
 
 
-@pytest.fixture
-def wired(make_store: Callable[..., HistoryStore]) -> HistoryStore:
-    store = make_store(key_prefix=f"h{uuid.uuid4().hex[:8]}:")
+@pytest.fixture(scope="module")
+def sentinel(api: tuple[str, HistoryStore]) -> HistoryStore:
+    """A profile no generated request is granted, with one item."""
+    _, store = api
     at = datetime.now(UTC) - timedelta(hours=1)
     store.record_progress(
         ProgressUpdate(profile_id=SENTINEL, asset_id="kept", position=300.0, event_time=at)
     )
-    runtime.set_store(store)
     return store
 
 
-def wsgi_app(handlers: dict[str, ModuleType]) -> Callable[..., Iterable[bytes]]:
-    """A WSGI app in front of the two handlers (GET: reader; PUT, DELETE: writer)."""
-
-    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        method = environ["REQUEST_METHOD"]
-        path = environ.get("REQUEST_URI") or environ.get("RAW_URI")
-        if not path:
-            path = quote(environ.get("PATH_INFO", "/").encode("latin-1"), safe="/:@!$&'()*+,;=")
-            if environ.get("QUERY_STRING"):
-                path += "?" + environ["QUERY_STRING"]
-        headers = [
-            (key[5:].replace("_", "-").lower(), value)
-            for key, value in environ.items()
-            if key.startswith("HTTP_")
-        ]
-        if environ.get("CONTENT_TYPE"):
-            headers.append(("content-type", environ["CONTENT_TYPE"]))
-        length = int(environ.get("CONTENT_LENGTH") or 0)
-        body = environ["wsgi.input"].read(length) if length else None
-        claims_text = dict(headers).pop(CLAIMS_HEADER.lower(), "null")
-        headers = [(k, v) for k, v in headers if k != CLAIMS_HEADER.lower()]
-        event = api_event(method, path, headers=headers, body=body, claims=json.loads(claims_text))
-        name = "history_reader" if method == "GET" else "history_writer"
-        response = handlers[name].lambda_handler(event, FakeLambdaContext(name))
-        status = int(response["statusCode"])
-        raw = response.get("body") or ""
-        data = base64.b64decode(raw) if response.get("isBase64Encoded") else raw.encode()
-        start_response(
-            f"{status} {HTTPStatus(status).phrase}", list((response.get("headers") or {}).items())
-        )
-        return [data]
-
-    return app
-
-
 def _path_profile(case: Any) -> str | None:
-    params = case.path_parameters or {}
-    value = params.get("profileId")
+    value = (case.path_parameters or {}).get("profileId")
     return value if isinstance(value, str) else None
 
 
 @schema.parametrize()
 @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
 def test_no_request_gets_a_5xx_and_unauthorized_ones_learn_nothing(
-    case: Any, handlers: dict[str, ModuleType], wired: HistoryStore
+    case: Any, api: tuple[str, HistoryStore], sentinel: HistoryStore
 ):
-    app = wsgi_app(handlers)
+    url, store = api
+    runtime.set_store(store)  # conftest forgets the handlers' store after each test
     profile = _path_profile(case)
-    kinds = {
-        "granted": {"sub": "u", "profile_id": profile or "nobody"},
-        "another profile": {"sub": "u", "profile_id": "someone-else"},
-        "no claims": None,
+    callers: dict[str, dict[str, str]] = {
+        "granted": {"X-Dev-Claims": json.dumps({"sub": "u", "profile_id": profile or "x"})},
+        "another profile": {"X-Dev-Claims": json.dumps({"profile_id": "someone-else"})},
+        "no claims": {},
     }
-    for kind, claims in kinds.items():
-        headers = {**(case.headers or {}), CLAIMS_HEADER: json.dumps(claims)}
-        response = case.call(app=app, headers=headers)
+    for caller, headers in callers.items():
+        response = case.call(base_url=url, headers={**(case.headers or {}), **headers})
         status = response.status_code
-        assert status < 500, (kind, status, response.text)
-        if status >= 400 and status != 404:  # 404 of an unmatched path: API Gateway's own
-            assert json.loads(response.text)["message"], (kind, response.text)
-        if kind == "no claims" and profile is not None and status != 404:
-            assert status == 401, (kind, status, response.text)
-        if kind == "another profile" and profile not in {None, "someone-else"} and status != 404:
-            assert status == 403, (kind, status, response.text)
-    (kept,) = wired.query(SENTINEL, HistoryQuery()).items  # no request was granted it
-    assert kept.asset_id == "kept"
-    assert kept.position == 300.0
+        assert status < 500, (caller, case.method, case.formatted_path, response.text)
+        if status >= 400:
+            assert isinstance(response.json()["message"], str), (caller, response.text)
+        if status == 404 or profile is None:
+            continue  # a path no route matches: API Gateway's own 404
+        if caller == "no claims":
+            assert status == 401, (caller, status, response.text)
+        if caller == "another profile" and profile != "someone-else":
+            assert status == 403, (caller, status, response.text)
+    (kept,) = store.query(SENTINEL, HistoryQuery()).items
+    assert (kept.asset_id, kept.position) == ("kept", 300.0)
 
 
 # --- the rules behind it, one example each --------------------------------------------
@@ -156,6 +112,10 @@ def test_the_admin_scope_counts_from_the_authorizers_scopes_too(
     handlers: dict[str, ModuleType], wired: HistoryStore
 ):
     """API Gateway lists a token's scopes in ``requestContext.authorizer.jwt.scopes``."""
+    at = datetime.now(UTC) - timedelta(hours=1)
+    wired.record_progress(
+        ProgressUpdate(profile_id=SENTINEL, asset_id="kept", position=300.0, event_time=at)
+    )
     target = f"/profiles/{SENTINEL}/history"
     claims = {"sub": "ops"}
     assert _call(handlers, "GET", target, claims, scopes=["openid"])[0] in {401, 403}
