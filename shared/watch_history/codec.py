@@ -69,7 +69,9 @@ ITEM_FIELDS: Final[tuple[str, ...]] = (
     "show",
     "season",
     "episode",
-    "device_at",  # internal: when device_id was named, if not at last_watched_at (rule 2)
+    # internal, not in the API: when device_id was named, if not at last_watched_at
+    # (rule 2); null in the common case (5 bytes: the change stamp comes after it)
+    "device_at",
 )
 
 CHANGED_POSITION: Final = len(ITEM_FIELDS)
