@@ -26,7 +26,7 @@ test: lint unit
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy shared functions devtools tests
+	$(VENV)/bin/mypy shared functions devtools loadtest tests
 
 unit: $(VENV)/.installed
 	$(PY) -m pytest -n 2 --dist loadfile -q

@@ -1,6 +1,6 @@
 """The README's numbers: recorder throughput, reader latency, memory per item.
 
-    python -m devtools.bench all|recorder|reader|memory [--profiles N] [--items N]
+    python -m loadtest.bench all|recorder|reader|memory [--profiles N] [--items N]
 
 Starts its own standalone engine (pinned to core 1, this process to core 0, when the
 machine has two cores) unless REDIS_URL is set. Every comparison runs in the same
