@@ -411,7 +411,7 @@ def _search_query(profile_id: str, query: HistoryQuery) -> str:
 def _search_documents(reply: Any) -> list[str | bytes]:
     """The ``$`` of each result of FT.SEARCH ... RETURN 1 $, in order (RESP2 or RESP3)."""
     if isinstance(reply, dict):
-        results = reply.get(b"results", reply.get("results", []))
+        results: list[Any] = reply.get(b"results", reply.get("results")) or []
         out = []
         for r in results:
             attrs = r.get(b"extra_attributes", r.get("extra_attributes", {}))
