@@ -160,44 +160,65 @@ class _Scripted:
         self.settings = settings
         self.prefix = settings.key_prefix
         self._pool: ThreadPoolExecutor | None = None
-        self._index = f"{self.prefix}idx"
+        self._indexes: dict[str, str] = {}
 
     # --- the network ------------------------------------------------------------------
 
     def base(self, profile_id: str) -> str:
         return f"{self.prefix}{{{check_id('profileId', profile_id)}}}"
 
-    def _config(self, op: str) -> str:
+    def _config(self, op: str, index: str) -> str:
         s = self.settings
         ttl = int(s.tombstone_ttl_days * _DAY_MS)
-        cfg = [s.completion_threshold, s.max_items, s.min_resume_seconds, ttl, self._index, op]
+        cfg = [s.completion_threshold, s.max_items, s.min_resume_seconds, ttl, index, op]
         return json.dumps(cfg, separators=(",", ":"))
 
     def node_client(self, key: str) -> Any:
         """The connection that serves ``key`` (the client itself when standalone)."""
-        if isinstance(self.client, RedisCluster):
-            return self.client.get_redis_connection(self.client.get_node_from_key(key))
-        return self.client
+        return self._node(key)[1]
 
-    def primaries(self) -> list[Any]:
+    def _node(self, key: str) -> tuple[str, Any]:
         if isinstance(self.client, RedisCluster):
-            return [self.client.get_redis_connection(n) for n in self.client.get_primaries()]
-        return [self.client]
+            node = self.client.get_node_from_key(key)
+            return node.name, self.client.get_redis_connection(node)
+        return "", self.client
+
+    def primaries(self) -> list[tuple[str, Any]]:
+        """(name, connection) of every primary."""
+        if isinstance(self.client, RedisCluster):
+            return [
+                (n.name, self.client.get_redis_connection(n)) for n in self.client.get_primaries()
+            ]
+        return [("", self.client)]
+
+    def index_name(self, node: str) -> str:
+        """The search index of a primary. In cluster mode the server routes FT.CREATE and
+        FT.SEARCH by the index name as if it were a key, and each shard indexes only its
+        own keys: one index per primary, named with a hash tag of a slot it owns."""
+        if not isinstance(self.client, RedisCluster):
+            return f"{self.prefix}idx"
+        if node not in self._indexes:
+            owned = {s for s, nodes in self.client.nodes_manager.slots_cache.items()
+                     if nodes[0].name == node}  # fmt: skip
+            tag = next(t for t in range(100_000) if self.client.keyslot(f"{{ix{t}}}") in owned)
+            self._indexes[node] = f"{self.prefix}idx{{ix{tag}}}"
+        return self._indexes[node]
 
     def run(self, op: str, calls: Sequence[tuple[str, Sequence[str]]]) -> list[Any]:
         """The script once per (profile, args), one pipelined round trip per primary
         (in parallel), replies in order. Errors raise: a load test must not go on
         measuring a model that fails."""
         script = _script(self.script_name)
-        config = self._config(op)
         keyed = [(self.base(p), args) for p, args in calls]
-        by_node: dict[int, tuple[Any, list[int]]] = {}
+        by_node: dict[str, tuple[Any, list[int]]] = {}
         for i, (key, _) in enumerate(keyed):
-            conn = self.node_client(key)
-            by_node.setdefault(id(conn), (conn, []))[1].append(i)
+            name, conn = self._node(key)
+            by_node.setdefault(name, (conn, []))[1].append(i)
+        configs = {name: self._config(op, self.index_name(name)) for name in by_node}
 
-        def send(group: tuple[Any, list[int]]) -> list[Any]:
-            conn, indices = group
+        def send(item: tuple[str, tuple[Any, list[int]]]) -> list[Any]:
+            name, (conn, indices) = item
+            config = configs[name]
             for _attempt in range(2):
                 pipe = conn.pipeline(transaction=False)
                 for i in indices:
@@ -212,7 +233,7 @@ class _Scripted:
                     raise RuntimeError(f"{self.name}: {r}") from r
             return list(replies)
 
-        groups = list(by_node.values())
+        groups = list(by_node.items())
         if len(groups) > 1:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(16, thread_name_prefix=f"{self.name}-shard")
@@ -220,7 +241,7 @@ class _Scripted:
         else:
             per_node = [send(g) for g in groups]
         out: list[Any] = [None] * len(keyed)
-        for (_, indices), replies in zip(groups, per_node, strict=True):
+        for (_, (_, indices)), replies in zip(groups, per_node, strict=True):
             for i, reply in zip(indices, replies, strict=True):
                 out[i] = reply
         return out
@@ -228,7 +249,7 @@ class _Scripted:
     # --- writes -----------------------------------------------------------------------
 
     def setup(self) -> None:
-        for conn in self.primaries():
+        for _, conn in self.primaries():
             conn.script_load(_script(self.script_name).source)
 
     def teardown(self) -> None:
@@ -357,10 +378,10 @@ class SearchModel(_Scripted):
         schema: list[str] = []
         for path, alias, *kind in self.SCHEMA:
             schema += [path, "AS", alias, *kind]
-        for conn in self.primaries():
+        for node, conn in self.primaries():
             try:
                 conn.execute_command(
-                    "FT.CREATE", self._index, "ON", "JSON", "PREFIX", 1, self.prefix,
+                    "FT.CREATE", self.index_name(node), "ON", "JSON", "PREFIX", 1, self.prefix,
                     "SCHEMA", *schema,
                 )  # fmt: skip
             except ResponseError as exc:
@@ -372,8 +393,8 @@ class SearchModel(_Scripted):
         super().setup()
 
     def teardown(self) -> None:
-        for conn in self.primaries():
-            conn.execute_command("FT.DROPINDEX", self._index)
+        for node, conn in self.primaries():
+            conn.execute_command("FT.DROPINDEX", self.index_name(node))
 
     def _select(self, profile_id: str, query: HistoryQuery) -> list[list[Any]]:
         base = self.base(profile_id)
@@ -383,16 +404,14 @@ class SearchModel(_Scripted):
             raw = conn.execute_command("JSON.MGET", *(f"{base}:i:{a}" for a in ids), "$")
             docs = [json.loads(r)[0] for r in raw if r]
             return _history_order([_values(d) for d in docs])
-        text = _search_query(profile_id, query)
-        reply = conn.execute_command(
-            "FT.SEARCH", self._index, text, "SORTBY", "o", "ASC",
-            "LIMIT", 0, query.limit, "RETURN", 1, "$", "DIALECT", 2,
-        )  # fmt: skip
-        return [_values(json.loads(doc)) for doc in _search_documents(reply)]
+        texts = self.run("read", [(profile_id, [_search_query(query), str(query.limit)])])[0]
+        docs = json.loads("[" + ",".join(t.decode() for t in texts) + "]")
+        return [_values(found[0]) for found in docs]
 
 
-def _search_query(profile_id: str, query: HistoryQuery) -> str:
-    parts = [f"@pr:{{{_tag(profile_id)}}}"]
+def _search_query(query: HistoryQuery) -> str:
+    """The query's filters (lua/search.lua adds the profile's)."""
+    parts = [""]
     if query.status is Status.IN_PROGRESS:
         parts.append("@ip:[1 1]")
     if query.sport is not None:
@@ -406,21 +425,6 @@ def _search_query(profile_id: str, query: HistoryQuery) -> str:
     if query.season is not None:
         parts.append(f"@sn:[{query.season} {query.season}]")
     return " ".join(parts)
-
-
-def _search_documents(reply: Any) -> list[str | bytes]:
-    """The ``$`` of each result of FT.SEARCH ... RETURN 1 $, in order (RESP2 or RESP3)."""
-    if isinstance(reply, dict):
-        results: list[Any] = reply.get(b"results", reply.get("results")) or []
-        out = []
-        for r in results:
-            attrs = r.get(b"extra_attributes", r.get("extra_attributes", {}))
-            out.append(attrs.get(b"$", attrs.get("$")))
-        return out
-    docs: list[str | bytes] = []
-    for fields in reply[2::2]:
-        docs.append(fields[fields.index(b"$") + 1] if b"$" in fields else fields[1])
-    return docs
 
 
 _SHORT_ORDER: Final = [SHORT_KEYS[f] for f in ITEM_FIELDS]

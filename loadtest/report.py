@@ -136,7 +136,7 @@ def charts(results: dict[str, Any], out: Path) -> list[str]:
             (s for s in target["scenarios"] if not s["scenario"]["full"]),
             key=lambda s: s["spec"]["items"],
         )
-        for model in COLORS:
+        for model, color in COLORS.items():
             points = [
                 (s["spec"]["items"], _ok(s)[model]["memory"]) for s in sweep if model in _ok(s)
             ]
@@ -144,9 +144,9 @@ def charts(results: dict[str, Any], out: Path) -> list[str]:
                 continue
             xs = [p[0] for p in points]
             ax.plot(xs, [p[1]["used_memory_growth_per_item"] for p in points], "o-",
-                    color=COLORS[model], label=f"{model}: used_memory growth")  # fmt: skip
+                    color=color, label=f"{model}: used_memory growth")  # fmt: skip
             ax.plot(xs, [p[1]["memory_usage_per_item"] for p in points], "s--",
-                    color=COLORS[model], label=f"{model}: MEMORY USAGE")  # fmt: skip
+                    color=color, label=f"{model}: MEMORY USAGE")  # fmt: skip
         ax.set_xscale("log")
         ax.set_xlabel("items per profile", fontsize=8)
         ax.set_ylabel("bytes per item", fontsize=8)

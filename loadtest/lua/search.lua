@@ -13,10 +13,15 @@
 --   P:m            hash: watermark and tombstones (rules.lua), and "n" the item count
 --                  (so that only a write past MAX_ITEMS has to search)
 -- In cluster mode each shard indexes its own keys; a profile's keys share a slot, so
--- the shard that owns the profile answers its searches alone.
+-- the shard that owns the profile answers its searches alone. There the search module
+-- finds documents but does not load them (its index name is routed as a key, in another
+-- slot than the documents): searches ask for keys only (NOCONTENT) and this script reads
+-- the documents, on both topologies, so that both run the same code.
 --
 -- ARGV[1]: rules.lua's config with the index name (5th) and the operation (6th):
--- "record" | "remove" | "clear". Replies as sorted_sets.lua's.
+-- "record" | "remove" | "clear" | "read". Replies as sorted_sets.lua's; read: ARGV[2] the
+-- query (without the profile: this script adds it), ARGV[3] how many, and the documents
+-- ('[{...}]', as JSON.GET $ gives them) in history order.
 
 local INDEX, OP = CFG[5], CFG[6]
 local PROFILE = P:match('{(.*)}$')
@@ -59,21 +64,22 @@ end
 
 -- Keys of the profile's items matching a query, in the search reply's order.
 local function search(query, ...)
-  local reply = redis.call('FT.SEARCH', INDEX, MINE .. query, ...)
+  local reply = redis.call('FT.SEARCH', INDEX, MINE .. query, 'NOCONTENT', ...)
   local keys = {}
-  for i = 2, #reply do
-    if type(reply[i]) == 'string' then keys[#keys + 1] = reply[i] end
-  end
-  return keys, reply
+  for i = 2, #reply do keys[#keys + 1] = reply[i] end
+  return keys
+end
+
+local function time_of(key)
+  return cjson.decode(redis.call('JSON.GET', key, '$.t'))[1]
 end
 
 -- Past MAX_ITEMS the oldest lastWatchedAt goes, ties: the lowest assetId.
 local function evict_overflow(count)
   while count > MAX_ITEMS do
-    local _, reply = search('', 'SORTBY', 't', 'ASC', 'LIMIT', 0, 1, 'RETURN', 1, 't')
-    local oldest = reply[3][2]
+    local oldest = string.format('%d', time_of(search('', 'SORTBY', 't', 'ASC', 'LIMIT', 0, 1)[1]))
     local victims = search(' @t:[' .. oldest .. ' ' .. oldest .. ']', 'SORTBY', 'o', 'ASC',
-      'LIMIT', 0, 1, 'NOCONTENT')
+      'LIMIT', 0, 1)
     redis.call('DEL', victims[1])
     count = count - 1
   end
@@ -131,20 +137,27 @@ local function clear()
   local wm = cutoffs({})
   local mark = math.max(wm, now_ms())
   local count = tonumber(redis.call('HGET', META, 'n')) or 0
-  local _, reply = search('', 'LIMIT', 0, count + 1, 'RETURN', 1, 't')
-  local n = 0
-  for i = 2, #reply, 2 do
-    local t = tonumber(reply[i + 1][2])
+  local keys = search('', 'LIMIT', 0, count + 1)
+  for _, key in ipairs(keys) do
+    local t = time_of(key)
     if t > mark then mark = t end
-    redis.call('DEL', reply[i])
-    n = n + 1
+    redis.call('DEL', key)
   end
   redis.call('HSET', META, 'wm', string.format('%d', mark), 'n', 0)
   prune_tombstones(mark, true)
-  return n
+  return #keys
+end
+
+local function read()
+  local out = {}
+  for i, key in ipairs(search(ARGV[2], 'SORTBY', 'o', 'ASC', 'LIMIT', 0, tonumber(ARGV[3]))) do
+    out[i] = redis.call('JSON.GET', key, '$') -- as stored: the client decodes
+  end
+  return out
 end
 
 if OP == 'record' then return record() end
 if OP == 'remove' then return remove() end
 if OP == 'clear' then return clear() end
+if OP == 'read' then return read() end
 return redis.error_reply('unknown operation ' .. tostring(OP))
