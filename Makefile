@@ -9,8 +9,15 @@ PY := $(VENV)/bin/python
 export PYTHONPATH := $(CURDIR):$(CURDIR)/shared
 export SAM_CLI_TELEMETRY := 0
 ENGINE := $(PY) -m devtools.engine run
+# The JSON modules the suite runs on, one whole run each: RedisJSON (from PyPI) and,
+# where ../shared has it, valkey-json, MemoryDB's own engine. Add any other module by
+# path: make test JSON_MODULES="redisjson /path/to/module.so". With REDIS_URL set, the
+# suite runs once, on whatever that server has loaded.
+VALKEY_JSON ?= $(abspath ../shared/engines/valkey-json/libjson.so)
+JSON_MODULES ?= redisjson $(wildcard $(VALKEY_JSON))
+PYTEST := $(PY) -m pytest -n 2 --dist loadfile -q
 
-.PHONY: test lint unit venv demo serve bench bench-recorder bench-reader bench-memory bench-filters openapi build clean
+.PHONY: test test-external lint unit venv demo serve bench bench-recorder bench-reader bench-memory bench-filters openapi build clean
 
 $(VENV)/.installed: shared/requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -20,7 +27,8 @@ $(VENV)/.installed: shared/requirements.txt requirements-dev.txt
 
 venv: $(VENV)/.installed
 
-## test: lint, type-check and run the whole suite (standalone engine and 3-primary cluster)
+## test: lint, type-check and run the whole suite (standalone engine and 3-primary
+## cluster) once per JSON module: RedisJSON, and valkey-json when ../shared has it
 test: lint unit
 
 lint: $(VENV)/.installed
@@ -29,7 +37,22 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/mypy shared functions devtools loadtest tests
 
 unit: $(VENV)/.installed
-	$(PY) -m pytest -n 2 --dist loadfile -q
+ifdef REDIS_URL
+	@echo "== suite on $(REDIS_URL) (REDIS_CLUSTER=$(REDIS_CLUSTER)) =="
+	$(PYTEST)
+else
+	@set -e; for module in $(JSON_MODULES); do \
+	  case $$module in redisjson) path= ;; *) path=$$module ;; esac; \
+	  echo "== suite on JSON module: $$module =="; \
+	  JSON_MODULE=$$path $(PYTEST); \
+	done
+	@$(if $(wildcard $(VALKEY_JSON)),true,echo "== valkey-json not at $(VALKEY_JSON): ran on RedisJSON only ==")
+endif
+
+## test-external: the suite as against a cluster of one's own (REDIS_URL, REDIS_CLUSTER=true):
+## here the launcher's 3 primaries, started apart from the suite (JSON_MODULE picks the engine)
+test-external: $(VENV)/.installed
+	$(PY) -m devtools.engine run --cluster -- $(MAKE) --no-print-directory unit
 
 ## demo: the main job, locally: heartbeats through the recorder, then the HTTP APIs
 demo: $(VENV)/.installed

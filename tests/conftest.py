@@ -1,8 +1,11 @@
 """Shared fixtures: real engines (never a mock of the database) and stores on them.
 
 The suite starts its own engines through devtools/engine.py: one standalone server
-and one 3-primary cluster per test session (per xdist worker). With REDIS_URL set, it
-uses that server instead, in the mode REDIS_CLUSTER says.
+and one 3-primary cluster per test session (per xdist worker), loading the JSON module
+that ``JSON_MODULE`` names (default RedisJSON; ``make test`` runs the suite once per
+module). With REDIS_URL set, it uses that server instead, in the mode REDIS_CLUSTER
+says, and skips the tests marked ``own_servers`` (they start, kill or lock down servers
+of their own, which only the launcher can give them).
 """
 
 from __future__ import annotations
@@ -20,7 +23,13 @@ import redis
 from moto import mock_aws
 from redis.cluster import RedisCluster
 
-from devtools.engine import Engine, start_cluster, start_standalone
+from devtools.engine import (
+    Engine,
+    EngineError,
+    describe_modules,
+    start_cluster,
+    start_standalone,
+)
 from watch_history import runtime
 from watch_history.connection import ClientType
 from watch_history.settings import Settings
@@ -35,6 +44,44 @@ _EXTERNAL_CLUSTER = os.environ.get("REDIS_CLUSTER", "false").lower() == "true"
 MODES = (
     ["cluster" if _EXTERNAL_CLUSTER else "standalone"] if _EXTERNAL else ["standalone", "cluster"]
 )
+
+
+OWN_SERVERS_REASON = (
+    "own_servers: starts or kills servers of its own, so it runs only on the launcher's "
+    "engines (unset REDIS_URL)"
+)
+
+
+def describe_engine() -> str:
+    """Which JSON engine this run uses (``make test`` runs the suite once per engine)."""
+    if _EXTERNAL:
+        try:
+            with redis.Redis.from_url(_EXTERNAL, socket_timeout=5) as c:
+                modules = describe_modules(c)
+        except redis.RedisError as exc:
+            modules = f"unreachable ({exc})"
+        kind = "cluster" if _EXTERNAL_CLUSTER else "standalone"
+        return f"engine: external {kind} {_EXTERNAL}: {modules}"
+    try:
+        with start_standalone() as engine:
+            return f"engine: launcher, modules {engine.json_engine()}, JSON {engine.json_module}"
+    except EngineError as exc:
+        return f"engine: the launcher cannot start one: {exc}"
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    """Printed even with -q, just above the counts: the run says which engine it used."""
+    if not hasattr(config, "workerinput"):  # the xdist controller (or a plain run)
+        terminalreporter.write_line(describe_engine())
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not _EXTERNAL:
+        return
+    skip = pytest.mark.skip(reason=OWN_SERVERS_REASON)
+    for item in items:
+        if item.get_closest_marker("own_servers"):
+            item.add_marker(skip)
 
 
 def load_event(name: str) -> dict[str, Any]:
@@ -57,6 +104,14 @@ def _no_store_left_behind() -> Iterator[None]:
     """Tests install the handlers' store with ``runtime.set_store``; forget it after."""
     yield
     runtime.set_store(None)
+
+
+@pytest.fixture
+def no_redis_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """For tests that build their own ``Settings``: the REDIS_URL / REDIS_CLUSTER that
+    point the suite at an external server must not leak into them."""
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    monkeypatch.delenv("REDIS_CLUSTER", raising=False)
 
 
 @pytest.fixture

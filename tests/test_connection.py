@@ -53,6 +53,8 @@ REGION = "eu-west-1"
 PASSWORD = "hunter2-Pa55"  # must never appear in an error
 _counter = itertools.count()
 
+pytestmark = pytest.mark.usefixtures("no_redis_env")  # every test builds its own Settings
+
 
 # --- fixtures --------------------------------------------------------------------------
 
@@ -566,7 +568,7 @@ def node_clients(client: RedisCluster) -> list[redis.Redis]:
     return [client.get_redis_connection(node) for node in nodes]
 
 
-@pytest.mark.engine
+@pytest.mark.own_servers
 def test_standalone_client_connects_names_itself_and_returns_bytes(standalone: Engine) -> None:
     client = create_client(Settings(redis_url=standalone.url))
     try:
@@ -578,7 +580,7 @@ def test_standalone_client_connects_names_itself_and_returns_bytes(standalone: E
         client.close()
 
 
-@pytest.mark.engine
+@pytest.mark.own_servers
 def test_cluster_client_connects_and_every_node_has_the_options(cluster: Engine) -> None:
     client = create_client(Settings(redis_url=cluster.url, redis_cluster=True))
     try:
@@ -595,7 +597,7 @@ def test_cluster_client_connects_and_every_node_has_the_options(cluster: Engine)
         client.close()
 
 
-@pytest.mark.engine
+@pytest.mark.own_servers
 def test_cluster_flag_against_a_standalone_server_is_a_configuration_error(
     standalone: Engine,
 ) -> None:
@@ -603,7 +605,7 @@ def test_cluster_flag_against_a_standalone_server_is_a_configuration_error(
         create_client(Settings(redis_url=standalone.url, redis_cluster=True))
 
 
-@pytest.mark.engine
+@pytest.mark.own_servers
 def test_secret_auth_against_a_locked_server_and_rotation(
     secretsmanager: SecretsManagerClient, locked_standalone: Engine
 ) -> None:
@@ -636,7 +638,7 @@ def test_secret_auth_against_a_locked_server_and_rotation(
         admin.close()
 
 
-@pytest.mark.engine
+@pytest.mark.own_servers
 def test_bad_secret_fails_the_command_then_a_fixed_secret_works(
     secretsmanager: SecretsManagerClient, locked_standalone: Engine
 ) -> None:
@@ -655,7 +657,7 @@ def test_bad_secret_fails_the_command_then_a_fixed_secret_works(
         client.close()
 
 
-@pytest.mark.engine
+@pytest.mark.own_servers
 def test_secret_auth_on_every_cluster_node(
     secretsmanager: SecretsManagerClient, locked_cluster: Engine
 ) -> None:
@@ -673,7 +675,7 @@ def test_secret_auth_on_every_cluster_node(
         client.close()
 
 
-@pytest.mark.engine
+@pytest.mark.own_servers
 def test_bad_secret_in_cluster_mode_is_a_configuration_error_at_start(
     secretsmanager: SecretsManagerClient, locked_cluster: Engine
 ) -> None:

@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -23,7 +24,7 @@ from redis.cluster import RedisCluster
 from devtools import engine as engine_mod
 from devtools.engine import Engine, EngineError, start_cluster, start_standalone
 
-pytestmark = pytest.mark.engine
+pytestmark = pytest.mark.own_servers
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -137,7 +138,9 @@ def test_context_manager_and_search_module() -> None:
     with start_standalone(search=True) as eng:
         with redis.Redis.from_url(eng.url, decode_responses=True) as r:
             names = {m["name"] for m in r.module_list()}
-            assert {"ReJSON", "search"} <= names
+            assert "search" in names
+            assert r.execute_command("FT._LIST") == []
+            assert r.execute_command("JSON.SET", "doc", "$", "[1]")  # whichever JSON module
         root, port = eng.root, eng.ports[0]
     assert not eng.running
     assert not root.exists()
@@ -149,7 +152,7 @@ def test_start_failure_raises_engine_error_with_log_tail(
 ) -> None:
     bogus = tmp_path / "not-a-module.so"
     bogus.write_text("not an ELF file\n")
-    monkeypatch.setattr(engine_mod, "find_module", lambda name: bogus)
+    monkeypatch.setenv("JSON_MODULE", str(bogus))
     with pytest.raises(EngineError) as info:
         start_standalone()
     msg = str(info.value)
@@ -158,6 +161,58 @@ def test_start_failure_raises_engine_error_with_log_tail(
     log = Path(re.search(r"log (\S+valkey\.log)", msg)[1])  # type: ignore[index]
     assert log.parent.parent.name.startswith("valkey-engine-")
     assert not log.parent.parent.exists()  # temp dir cleaned up
+
+
+def test_json_module_comes_from_the_setting_and_a_missing_one_is_an_error(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """JSON_MODULE picks the module file (any name: here a copy of the default one); a
+    path that does not exist fails loudly instead of quietly testing another engine."""
+    default = engine_mod.find_module("rejson.so")
+    copy = tmp_path / "other-json-module.so"
+    shutil.copy(default, copy)
+    monkeypatch.setenv("JSON_MODULE", str(copy))
+    assert engine_mod.find_json_module() == copy
+    with start_standalone() as eng:
+        assert eng.json_module == copy
+        with eng.node_client(0) as r:
+            loaded = {m[b"path"].decode() for m in r.execute_command("MODULE", "LIST")}
+        assert str(copy) in loaded
+        assert "ReJSON" in eng.json_engine()  # what the server calls it, read back
+    monkeypatch.setenv("JSON_MODULE", str(tmp_path / "absent.so"))
+    with pytest.raises(EngineError, match=r"JSON_MODULE=.*absent\.so: no such module file"):
+        start_standalone()
+    monkeypatch.delenv("JSON_MODULE")
+    assert engine_mod.find_json_module() == default
+    assert engine_mod.find_json_module(copy) == copy  # an argument beats the environment
+
+
+def test_durable_server_keeps_every_acknowledged_write_across_kill_9() -> None:
+    """AOF with appendfsync always: what the server acknowledged is on disk before the
+    reply, so SIGKILL (no shutdown) and a restart on the same dir lose nothing."""
+    with start_standalone(durable=True) as eng:
+        with eng.node_client(0) as r:
+            assert r.config_get("appendfsync") == {"appendfsync": "always"}
+            for i in range(200):
+                r.execute_command("JSON.SET", f"doc{i}", "$", json.dumps({"i": i}))
+        eng.kill(0)
+        assert not _answers(eng.ports[0])
+        eng.restart(0)
+        with eng.node_client(0) as r:
+            assert r.dbsize() == 200
+            assert json.loads(r.execute_command("JSON.GET", "doc199", "$")) == [{"i": 199}]
+        with pytest.raises(EngineError, match="still running"):
+            eng.restart(0)
+
+
+def test_flushall_empties_with_sync_and_the_servers_never_flush_lazily() -> None:
+    with start_standalone() as eng:
+        with eng.node_client(0) as r:
+            assert r.config_get("lazyfree-lazy-user-flush") == {"lazyfree-lazy-user-flush": "no"}
+            r.execute_command("JSON.SET", "doc", "$", "[1]")
+        eng.flushall()
+        with eng.node_client(0) as r:
+            assert r.dbsize() == 0
 
 
 # --------------------------------------------------------------------------
@@ -219,6 +274,41 @@ def test_cluster_client_spreads_keys_and_json_works(cluster: Engine) -> None:
             assert rc.json().get(key + ":json", "$.port") == [port]
     finally:
         rc.close()
+
+
+def test_cluster_with_replicas_fails_over_when_a_primary_is_killed() -> None:
+    """One replica per primary; kill -9 a primary and its replica takes over its slots,
+    with the data it had replicated (WAIT makes sure it had)."""
+    with start_cluster(3, replicas=1) as eng:
+        assert len(eng.ports) == 6
+        assert [eng.role(i) for i in range(6)] == ["master"] * 3 + ["slave"] * 3
+        assert [eng.primary_of(i) for i in range(3, 6)] == [0, 1, 2]
+        assert eng.replicas_of(1) == [4]
+        rc = RedisCluster.from_url(eng.url, socket_timeout=1.0)
+        try:
+            on_node1 = [
+                k
+                for k in (f"{{t{i}}}" for i in range(300))
+                if rc.get_node_from_key(k).port == eng.ports[1]
+            ]
+            assert on_node1
+            for key in on_node1:
+                rc.execute_command("JSON.SET", key, "$", json.dumps({"k": key}))
+            with eng.node_client(1) as primary:
+                assert primary.execute_command("WAIT", 1, 5000) == 1
+            eng.kill(1)
+            assert eng.wait_for_failover(1) == 4
+            assert eng.role(4) == "master"
+            rc.nodes_manager.initialize()
+            for key in on_node1:
+                assert json.loads(rc.execute_command("JSON.GET", key, "$")) == [{"k": key}]
+                rc.execute_command("JSON.SET", key, "$.after", "1")  # writable again
+            eng.restart(1)  # the old primary comes back as a replica of the new one
+            engine_mod.wait_until(
+                lambda: eng.primary_of(1) == 4, timeout=20, what="node 1 to rejoin as replica"
+            )
+        finally:
+            rc.close()
 
 
 # --------------------------------------------------------------------------
@@ -327,3 +417,21 @@ def test_engine_started_from_worker_thread_outlives_the_thread() -> None:
     finally:
         eng.stop()
     assert not _answers(eng.ports[0])
+
+
+def test_the_suites_engines_load_the_module_json_module_names(client: Any, mode: str) -> None:
+    """A run headed "valkey-json" really ran on valkey-json: every node of the engines
+    the fixtures share has loaded the file that JSON_MODULE selects."""
+    expected = str(engine_mod.find_json_module())
+    nodes = client.get_primaries() if mode == "cluster" else [None]
+    for node in nodes:
+        target = client if node is None else client.get_redis_connection(node)
+        paths = {
+            (
+                m[b"path"]
+                if isinstance(m, dict)
+                else dict(zip(m[::2], m[1::2], strict=True))[b"path"]
+            )
+            for m in target.execute_command("MODULE", "LIST")
+        }
+        assert expected.encode() in paths

@@ -20,7 +20,7 @@ from watch_history.models import HistoryQuery, ProgressUpdate
 from watch_history.settings import Settings
 from watch_history.store import HistoryStore, RecordOutcome
 
-pytestmark = pytest.mark.engine
+pytestmark = pytest.mark.own_servers
 
 
 @pytest.fixture

@@ -409,7 +409,10 @@ def test_an_unreachable_store_fails_the_valid_records_and_still_quarantines(
     recorder: ModuleType, sqs: Any, queue_url: str, profile_id: str
 ) -> None:
     settings = Settings(  # nothing listens on port 1
-        redis_url="redis://127.0.0.1:1", key_prefix="down:", quarantine_queue_url=queue_url
+        redis_url="redis://127.0.0.1:1",
+        redis_cluster=False,
+        key_prefix="down:",
+        quarantine_queue_url=queue_url,
     )
     runtime.set_store(HistoryStore(create_client(settings), settings))
     good = progress(profile_id, "a1", datetime(2026, 11, 20, 19, 0, tzinfo=UTC))
@@ -480,6 +483,7 @@ def test_end_to_end_kinesis_stream_to_store_and_quarantine(
 # --- the server stops in the middle of a batch ----------------------------------------
 
 
+@pytest.mark.own_servers
 def test_server_stopping_mid_batch_fails_exactly_the_unapplied_records_and_a_retry_heals(
     recorder: ModuleType, sqs: Any, queue_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -510,6 +514,7 @@ def test_server_stopping_mid_batch_fails_exactly_the_unapplied_records_and_a_ret
     try:
         settings = Settings(
             redis_url=first.url,
+            redis_cluster=False,
             key_prefix="stop:",
             pipeline_profiles=2,
             quarantine_queue_url=queue_url,

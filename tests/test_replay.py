@@ -178,7 +178,9 @@ def test_quarantine_redrive_keeps_records_the_store_cannot_take(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     quarantine_everything_but_the_valid(make_store, prefix, quarantine_url)
-    settings = Settings(redis_url="redis://127.0.0.1:1", key_prefix=prefix)  # nothing there
+    settings = Settings(
+        redis_url="redis://127.0.0.1:1", redis_cluster=False, key_prefix=prefix
+    )  # nothing there
     runtime.set_store(HistoryStore(create_client(settings), settings))
     code, summary = run_cli(
         ["quarantine", "--queue-url", quarantine_url, "--wait-seconds", "0", "--max", "4"],

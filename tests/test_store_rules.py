@@ -465,7 +465,7 @@ def test_scripts_come_back_after_the_server_forgets_them(store: HistoryStore, pr
 
 def test_an_unreachable_server_is_a_retryable_error_for_every_update(profile_id: str):
     dead = redis.Redis(port=1, socket_connect_timeout=0.2)
-    store = HistoryStore(dead, Settings(redis_url="redis://127.0.0.1:1"))
+    store = HistoryStore(dead, Settings(redis_url="redis://127.0.0.1:1", redis_cluster=False))
     result = store.record_batch([update(profile_id, "m1", NOW), update(profile_id, "m2", NOW)])
     assert set(result.failures) == {0, 1}
     assert all(isinstance(e, StoreUnavailableError) for e in result.failures.values())

@@ -198,7 +198,7 @@ def test_acl_allows_every_command_the_code_sends(template: dict[str, Any]) -> No
     assert not missing, f"add to ClusterUser's AccessString: {missing}"
 
 
-@pytest.mark.engine
+@pytest.mark.own_servers
 def test_acl_is_enough_for_the_cluster_client(template: dict[str, Any]) -> None:
     """Apply the template's AccessString on a local cluster and use it as the service
     does: RedisCluster start-up (COMMAND, CLUSTER SLOTS), CLIENT SETNAME, SCRIPT LOAD,
@@ -235,7 +235,7 @@ def test_acl_is_enough_for_the_cluster_client(template: dict[str, Any]) -> None:
             with pytest.raises(redis.exceptions.NoPermissionError):
                 client.execute_command("JSON.GET", "other:{p0}", "$")
             with pytest.raises(redis.exceptions.NoPermissionError):
-                client.flushall()
+                client.execute_command("FLUSHALL", "SYNC")
         finally:
             client.close()
 

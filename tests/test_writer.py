@@ -345,7 +345,9 @@ def test_an_unknown_route_is_a_json_404(writer: ModuleType, store: HistoryStore)
     "name", ["http_put_item.json", "http_delete_item.json", "http_delete_history.json"]
 )
 def test_an_unreachable_store_is_503_with_retry_after(writer: ModuleType, name: str) -> None:
-    settings = Settings(redis_url="redis://127.0.0.1:1", key_prefix="down:")  # nothing there
+    settings = Settings(
+        redis_url="redis://127.0.0.1:1", redis_cluster=False, key_prefix="down:"
+    )  # nothing there
     runtime.set_store(HistoryStore(create_client(settings), settings))
     try:
         status, headers, body = call(writer, load_event(name))

@@ -35,8 +35,9 @@ from pydantic import TypeAdapter
 
 from watch_history.models import HistoryItem
 
-# Position of each field inside an item's array. lua/history.lua has the same table
-# (tests/test_codec.py keeps the two equal).
+# Position of each field inside an item's array. lua/common.lua has the same positions
+# (test_lua_and_python_agree_on_the_item_layout in tests/test_store_rules.py keeps the
+# two equal).
 ITEM_FIELDS: Final[tuple[str, ...]] = (
     "asset_id",  # 1 in Lua (arrays start at 1 there)
     "last_watched_at",
