@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import shlex
 import sys
 import time
@@ -49,20 +48,12 @@ def _engines(args: argparse.Namespace) -> list[tuple[str, str | None]]:
 
 @contextlib.contextmanager
 def _launched(module: str | None, cluster: bool) -> Iterator[Engine]:
-    """An engine of the launcher's with the search module, ``JSON_MODULE`` its setting
-    for which JSON module to load."""
-    saved = os.environ.get("JSON_MODULE")
-    if module is None:
-        os.environ.pop("JSON_MODULE", None)
+    """An engine of the launcher's with the search module and this JSON module (None:
+    the launcher's default, RedisJSON)."""
+    if cluster:
+        engine = start_cluster(3, search=True, json_module=module)
     else:
-        os.environ["JSON_MODULE"] = module
-    try:
-        engine = start_cluster(3, search=True) if cluster else start_standalone(search=True)
-    finally:
-        if saved is None:
-            os.environ.pop("JSON_MODULE", None)
-        else:
-            os.environ["JSON_MODULE"] = saved
+        engine = start_standalone(search=True, json_module=module)
     with engine:
         yield engine
 
@@ -96,12 +87,6 @@ def _run(args: argparse.Namespace) -> int:
                     result = run_target(
                         engine.url, engine.cluster, plan, own_server=True, label=label
                     )
-                if name == "valkey-json" and "valkey" not in result.engine["json"]:
-                    skipped.append(
-                        f"valkey-json {topology}: the launcher loaded {result.engine['json']} "
-                        "instead (no JSON_MODULE support in devtools/engine.py yet)"
-                    )
-                    continue
                 targets.append(result)
         if not (ROOT.parent / "shared" / "engines" / "valkey-json" / "libjson.so").is_file():
             skipped.append(f"valkey-json: {VALKEY_JSON} is not on this machine")
