@@ -14,10 +14,11 @@ The document of one profile (one key, ``<prefix>{<profileId>}``)::
     }
 
 Each item is ONE JSON string holding a compact positional JSON array (``ITEM_FIELDS``
-gives the positions; trailing nulls are left out). Measured with ``make bench-memory``:
-an item costs ~214 bytes in MEMORY USAGE this way against ~830 as a readable object
-and ~430 as a positional array of JSON values, because every JSON value (each number,
-string, nested array) is a separate allocation on the server while a string is one.
+gives the positions; trailing nulls are left out). Measured with ``make bench-memory``
+(150 items, MEMORY USAGE on valkey-json, MemoryDB's engine): an item costs ~300 bytes
+this way against ~580 as a readable object and ~410 as a positional array of JSON
+values, because every JSON value (each number, string, nested array) is a separate
+allocation on the server while a string is one (README: both engines, both measures).
 The price: JSONPath filters cannot look inside items. The reads filter in Python over
 one GET of a prefix of the sorted array (``make bench-filters``: JSONPath on object
 items is 2-6x faster for narrow filters, slower for broad ones, and every lookup stays
