@@ -5,9 +5,9 @@
 Starts its own standalone engine (pinned to core 1, this process to core 0, when the
 machine has two cores) unless REDIS_URL is set; ``memory`` starts one per JSON module
 (RedisJSON, and valkey-json where ../shared has it) and measures each encoding both as
-MEMORY USAGE and as used_memory growth over many realistic profiles. Every comparison runs in the same
-process against the same server, so the ratios hold on other machines even where the
-absolute numbers do not. Bounded: fixed counts, a few repetitions, then it stops.
+MEMORY USAGE and as used_memory growth over many realistic profiles. Every comparison
+runs in the same process against the same server, so the ratios hold on other machines
+even where the absolute numbers do not. Bounded: fixed counts, a few repetitions, then it stops.
 """
 
 from __future__ import annotations

@@ -31,6 +31,8 @@ EXAMPLES = (
     ("300 M profiles", 300e6),
 )
 IPL_PEAK = 25e6 / 30  # 25 M concurrent viewers, a heartbeat every 30 s
+MARGIN = 0.8  # a model "reads faster" only when its p50 is under 80% of the other's: the
+# machine is shared and samples are few, so smaller differences are not called
 
 
 def _label(target: dict[str, Any]) -> str:
@@ -122,7 +124,8 @@ def charts(results: dict[str, Any], out: Path) -> list[str]:
                        label="floor read p50")  # fmt: skip
         ax.set_xticks([i + 0.25 for i in range(len(routes))])
         ax.set_xticklabels(routes, rotation=40, ha="right", fontsize=6)
-        ax.set_ylabel("µs (solid p50, light p99)", fontsize=8)
+        ax.set_yscale("log")
+        ax.set_ylabel("µs, log scale (solid p50, light p99)", fontsize=8)
         ax.tick_params(axis="y", labelsize=7)
 
     _per_target_chart(targets, out / "latency.png", "Reads: p50 and p99 per route", latency, None)
@@ -281,7 +284,7 @@ def _reference(results: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def _turning_point(target: dict[str, Any]) -> list[str]:
-    """Per filtered route: from which items-per-profile an alternative reads faster."""
+    """Per route: from which items-per-profile an alternative reads faster (by MARGIN)."""
     sweep = sorted(
         (s for s in target["scenarios"] if not s["scenario"]["full"]),
         key=lambda s: s["spec"]["items"],
@@ -296,7 +299,7 @@ def _turning_point(target: dict[str, Any]) -> list[str]:
             ours = rows["store"]["reads"][route]["p50_us"]
             rivals = [(r["reads"][route]["p50_us"], m) for m, r in rows.items()
                       if m != "store" and route in r["reads"]]  # fmt: skip
-            if rivals and min(rivals)[0] < ours:
+            if rivals and min(rivals)[0] < MARGIN * ours:
                 turned = (s["spec"]["items"], min(rivals)[1], ours, min(rivals)[0])
                 break
         if turned:
@@ -307,8 +310,8 @@ def _turning_point(target: dict[str, Any]) -> list[str]:
             )
         elif sweep:
             out.append(
-                f"- {route}: the JSON array reads fastest at every size measured "
-                f"(up to {sweep[-1]['spec']['items']} items per profile)."
+                f"- {route}: no alternative reads faster at any size measured (up to "
+                f"{sweep[-1]['spec']['items']} items per profile, p50 within 20% or better)."
             )
     return out
 
@@ -341,9 +344,9 @@ def conclusion(results: dict[str, Any], sizings: dict[str, list[capacity.Sizing]
             )
         for route in ROUTES:
             cells = {m: r["reads"][route]["p50_us"] for m, r in rows.items() if route in r["reads"]}
-            if len(cells) > 1:
+            if len(cells) > 1 and "store" in cells:
                 best = min(cells, key=lambda m: cells[m])
-                if best != "store":
+                if best != "store" and cells[best] < MARGIN * cells["store"]:
                     lines.append(
                         f"- Reads, {route}: {best} is faster than the JSON array "
                         f"({cells[best]:.0f} vs {cells['store']:.0f} µs p50)."
@@ -353,12 +356,17 @@ def conclusion(results: dict[str, Any], sizings: dict[str, list[capacity.Sizing]
             for r in ROUTES
             if r in store["reads"]
             and all(
-                store["reads"][r]["p50_us"] <= x["reads"].get(r, {"p50_us": math.inf})["p50_us"]
+                MARGIN * store["reads"][r]["p50_us"]
+                <= x["reads"].get(r, {"p50_us": math.inf})["p50_us"]
                 for x in rows.values()
             )
         ]
         if fastest:
-            lines.append(f"- Reads where the JSON array is fastest: {', '.join(fastest)}.")
+            lines.append(
+                "- Reads where no alternative is faster (p50 within 20% or better): "
+                + ", ".join(fastest)
+                + "."
+            )
     lines += ["", "Where the trade-off turns (reads, p50, by items per profile):", ""]
     lines += _turning_point(ref)
     lines += ["", "Cost at the example scales (200 items per profile, IPL-final peak):", ""]
