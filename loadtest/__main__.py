@@ -105,9 +105,17 @@ def _run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
-    report.write(results, out, Path(args.report) if args.report else out / "benchmarks.md")
-    print(f"results: {out / 'results.json'}; report: {args.report or out / 'benchmarks.md'}")
+    target = Path(args.report) if args.report else _default_report(out)
+    report.write(results, out, target)
+    print(f"results: {out / 'results.json'}; report: {target}")
     return 0
+
+
+def _default_report(out: Path) -> Path:
+    """docs/benchmarks.md for the default output directory, else OUT/benchmarks.md."""
+    if out.resolve() == (DOCS / "benchmarks").resolve():
+        return DOCS / "benchmarks.md"
+    return out / "benchmarks.md"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -129,7 +137,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--items", type=int, help="items per profile of the main scenario")
     run.add_argument("--spike", type=float, help="share of profiles on the one live match")
     run.add_argument("--out", default=str(DOCS / "benchmarks"), help="results.json and charts")
-    run.add_argument("--report", help="the markdown report (default OUT/benchmarks.md)")
+    run.add_argument(
+        "--report", help="the report (default: docs/benchmarks.md, or OUT/benchmarks.md)"
+    )
     run.set_defaults(handler=_run)
     cap = sub.add_parser("capacity", help="MemoryDB nodes, shards and cost for a scale")
     capacity.add_arguments(cap)
