@@ -209,19 +209,24 @@ def _headline(target: dict[str, Any]) -> list[str]:
 
 def _ingest_table(target: dict[str, Any]) -> list[str]:
     main = _main(target)
+    floor = main.get("floor", {}).get("write", {})
     lines = [
-        f"**{_label(target)}**",
+        f"**{_label(target)}** (x floor: the ratio to the bare pipelined write of the run)",
         "",
-        "| model | phase | records/s | engine CPU µs/record | script µs/record (commandstats) |",
+        "| model | phase | records/s (x floor) | engine CPU µs/record (x floor) | "
+        "script µs/record (commandstats) |",
         "|---|---|---:|---:|---:|",
     ]
     for model, row in _ok(main).items():
         for phase in PHASES:
             if phase in row["ingest"]:
                 r = row["ingest"][phase]
+                rps, cpu = r["records_per_s"], r["cpu_us_per_record"]
                 lines.append(
-                    f"| {model} | {phase.replace('_', ' ')} | {r['records_per_s']:,.0f} | "
-                    f"{r['cpu_us_per_record']:.1f} | {r['command_us_per_record']:.1f} |"
+                    f"| {model} | {phase.replace('_', ' ')} | {rps:,.0f} "
+                    f"({_ratio(rps, floor.get('records_per_s', 0))}) | {cpu:.1f} "
+                    f"({_ratio(cpu, floor.get('cpu_us_per_record', 0))}) | "
+                    f"{r['command_us_per_record']:.1f} |"
                 )
     return lines
 
@@ -229,9 +234,12 @@ def _ingest_table(target: dict[str, Any]) -> list[str]:
 def _reads_table(target: dict[str, Any]) -> list[str]:
     main = _main(target)
     rows = _ok(main)
-    head = " | ".join(f"{m} p50 / p99" for m in rows)
+    floor = main.get("floor", {}).get("read", {})
+    head = " | ".join(f"{m} p50 / p99 (p50 x floor)" for m in rows)
     lines = [
-        f"**{_label(target)}** (µs, client round trip, decoded to API items)",
+        f"**{_label(target)}** (µs, client round trip, decoded to API items; floor: bare "
+        f"`JSON.GET key $`, p50 {floor.get('p50_us', math.nan):.0f} µs, p99 "
+        f"{floor.get('p99_us', math.nan):.0f} µs)",
         "",
         f"| route | {head} |",
         "|---|" + "---:|" * len(rows),
@@ -240,7 +248,11 @@ def _reads_table(target: dict[str, Any]) -> list[str]:
         cells = []
         for row in rows.values():
             r = row["reads"].get(route)
-            cells.append(f"{r['p50_us']:.0f} / {r['p99_us']:.0f}" if r else "")
+            if r is None:
+                cells.append("")
+                continue
+            ratio = _ratio(r["p50_us"], floor.get("p50_us", 0))
+            cells.append(f"{r['p50_us']:.0f} / {r['p99_us']:.0f} ({ratio})")
         lines.append(f"| {route} | " + " | ".join(cells) + " |")
     return lines
 
