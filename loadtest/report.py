@@ -214,7 +214,7 @@ def _ingest_table(target: dict[str, Any]) -> list[str]:
         f"**{_label(target)}** (x floor: the ratio to the bare pipelined write of the run)",
         "",
         "| model | phase | records/s (x floor) | engine CPU µs/record (x floor) | "
-        "script µs/record (commandstats) |",
+        "script µs/record (commandstats: wall time inside the command) |",
         "|---|---|---:|---:|---:|",
     ]
     for model, row in _ok(main).items():
