@@ -328,6 +328,69 @@ def _turning_point(target: dict[str, Any]) -> list[str]:
     return out
 
 
+def _spread(results: dict[str, Any], model: str, value: Any) -> str:
+    """min-max over every run of ``value(model row) / value(store row)``, main scenario."""
+    ratios = []
+    for target in results["targets"]:
+        rows = _ok(_main(target))
+        if model in rows and "store" in rows and value(rows["store"]):
+            ratios.append(value(rows[model]) / value(rows["store"]))
+    if not ratios:
+        return "n/a"
+    return f"{min(ratios):.1f}-{max(ratios):.1f}x"
+
+
+def _summary(results: dict[str, Any], ref: dict[str, Any]) -> list[str]:
+    """The conclusion in one paragraph, every figure from the results."""
+    rows = _ok(_main(ref))
+    if "store" not in rows:
+        return []
+
+    def cpu(r: dict[str, Any]) -> float:
+        return float(r["ingest"]["steady"]["cpu_us_per_record"])
+
+    def mem(r: dict[str, Any]) -> float:
+        return float(r["memory"]["used_memory_growth_per_item"])
+
+    alts = [
+        m for m in LABELS if m != "store" and any(m in _ok(_main(t)) for t in results["targets"])
+    ]
+    costs = "; ".join(
+        f"{m}: {_spread(results, m, cpu)} the engine CPU per steady-state record and "
+        f"{_spread(results, m, mem)} the memory per item"
+        for m in alts
+    )
+    store = rows["store"]["reads"]
+    lost = [
+        r
+        for r in ROUTES
+        if r in store
+        and any(
+            r in x["reads"] and x["reads"][r]["p50_us"] < MARGIN * store[r]["p50_us"]
+            for m, x in rows.items()
+            if m != "store"
+        )
+    ]
+    held = [r for r in ROUTES if r in store and r not in lost]
+    counts = [
+        row["memory"]["keys_per_profile"]
+        for t in results["targets"]
+        for sc in t["scenarios"]
+        for m, row in _ok(sc).items()
+        if m != "store"
+    ]
+    keys = f"{min(counts):.0f} to {max(counts):.0f}" if counts else "many"
+    return [
+        "In short, across the runs (both engines, standalone and cluster), against the JSON "
+        f"array the alternatives cost {costs}, and keep {keys} keys per profile (20 to 1000 "
+        "items) instead of one. The JSON array reads "
+        f"{', '.join(held) or 'no route'} as fast or faster; "
+        f"it loses {', '.join(lost) or 'no route'} in the {_label(ref)} run, where an index "
+        "per dimension answers without reading and decoding the whole history in Python "
+        "(the gap grows with items per profile, below).",
+    ]
+
+
 def conclusion(results: dict[str, Any], sizings: dict[str, list[capacity.Sizing]]) -> list[str]:
     ref = _reference(results)
     if ref is None:
@@ -335,7 +398,8 @@ def conclusion(results: dict[str, Any], sizings: dict[str, list[capacity.Sizing]
     main = _main(ref)
     rows = _ok(main)
     store = rows.get("store")
-    lines = [f"Quoted from the {_label(ref)} run; the other runs are in the tables above.", ""]
+    lines = [*_summary(results, ref), ""]
+    lines += [f"Quoted from the {_label(ref)} run; the other runs are in the tables above.", ""]
     if store:
         s = store["ingest"]
         for model, row in rows.items():
@@ -395,8 +459,9 @@ def conclusion(results: dict[str, Any], sizings: dict[str, list[capacity.Sizing]
         "Only a model without JSON (items as hashes or strings plus sorted sets) could go "
         "multi-Region, with last-writer-wins per key or field instead of the rules' scripts. "
         "Search is not in MemoryDB's JSON engine at all: the search model needs RediSearch "
-        "on RedisJSON (see the valkey-json rows), and MemoryDB's own search is vector search, "
-        "single-shard, and cannot be enabled on an existing cluster.",
+        "on RedisJSON (see the valkey-json rows: the search module finds no JSON there), and "
+        "MemoryDB's own search is single-shard and cannot be enabled on an existing cluster "
+        "(../shared/memorydb-json.md).",
     ]
     return lines
 
