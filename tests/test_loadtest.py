@@ -27,6 +27,7 @@ from hypothesis import strategies as st
 
 from devtools.engine import Engine, start_cluster, start_standalone
 from loadtest import __main__ as cli
+from loadtest import capacity
 from loadtest.models import MODELS, Model, Unsupported
 from loadtest.run import engine_info
 from loadtest.workload import ROUTES as WORKLOAD_ROUTES
@@ -49,8 +50,6 @@ ASSETS: dict[str, dict[str, Any]] = {
     "e2": {"type": "episode", "show": "kings", "season": 2, "episode": 1},
     "mv": {"type": "movie", "title": "A Film"},
 }
-pytestmark = pytest.mark.own_servers
-
 ROUTES: dict[str, HistoryQuery] = {
     "recency": HistoryQuery(limit=20),
     "recency, page of 2": HistoryQuery(limit=2),
@@ -180,6 +179,7 @@ def _expected(model: HistoryModel, query: HistoryQuery) -> list[dict[str, Any]]:
     return out[: query.limit]
 
 
+@pytest.mark.own_servers
 @settings(max_examples=16, deadline=None, suppress_health_check=list(HealthCheck))
 @given(history=histories())
 def test_every_model_answers_every_route_as_the_rules_say(
@@ -212,6 +212,7 @@ def test_every_model_answers_every_route_as_the_rules_say(
             assert got == want, f"{name}, {route}"
 
 
+@pytest.mark.own_servers
 def test_the_alternative_models_refuse_routes_they_do_not_index(models: dict[str, Model]):
     for name in ("sorted_sets", "search"):
         if name not in models:
@@ -222,6 +223,7 @@ def test_the_alternative_models_refuse_routes_they_do_not_index(models: dict[str
             models[name].query("p", HistoryQuery(collapse="show"))
 
 
+@pytest.mark.own_servers
 def test_the_load_test_runs_every_model_and_measure_against_an_endpoint(
     search_engine: Engine, tmp_path: Path
 ):
@@ -255,3 +257,27 @@ def test_the_load_test_runs_every_model_and_measure_against_an_endpoint(
     report = (tmp_path / "benchmarks.md").read_text()
     assert "## Conclusion" in report
     assert all((tmp_path / p).stat().st_size > 0 for p in ("throughput.png", "memory.png"))
+
+
+def test_capacity_takes_the_larger_of_memory_and_write_shards_and_the_cheapest_node():
+    nodes = {
+        "reserved_memory_percent": 25,
+        "nodes": [
+            {"type": "small", "memory_gib": 10.0, "usd_per_hour": 1.0},
+            {"type": "big", "memory_gib": 40.0, "usd_per_hour": 5.0},
+        ],
+    }
+    # 1e6 profiles x 100 items x 300 B = 27.9 GiB; a small node holds 10 * 0.75 * 0.8 = 6 GiB
+    m = capacity.Measured("store", "valkey-json", 100, 300.0, cpu_us_per_record=50.0)
+    memory_bound = capacity.size(m, 1e6, 100, peak=10_000, nodes=nodes)
+    assert (memory_bound.node_type, memory_bound.shards_for_memory) == ("small", 5)
+    assert memory_bound.shards_for_writes == 1  # 10k/s x 50 us = 0.5 s/s, at 50% per shard
+    assert memory_bound.nodes == 10  # a replica per shard
+    assert memory_bound.usd_per_month == 10 * 1.0 * capacity.HOURS_PER_MONTH
+    # at 200k/s the writes need 20 shards whatever the node: the small one stays cheapest
+    write_bound = capacity.size(m, 1e6, 100, peak=200_000, nodes=nodes)
+    assert (write_bound.node_type, write_bound.shards, write_bound.shards_for_writes) == (
+        "small",
+        20,
+        20,
+    )
