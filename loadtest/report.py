@@ -498,7 +498,8 @@ def markdown(results: dict[str, Any], pictures: list[str], picture_dir: str) -> 
         f"{meta['machine']['python']}; engines: {'; '.join(engines)}. Seed {plan['seed']}, "
         f"spike {plan['spike']:.0%} of profiles on one live match, batches of "
         f"{plan['batch_records']} records, {plan['batches']} batches per phase, dense batches "
-        f"with {plan['dense_records']} records per profile.",
+        f"with {plan['dense_records']} records per profile; 2% of the records delivered "
+        "twice and 2% followed by a late one (loadtest/workload.py).",
         "",
         "Caveats: the engine runs on one core and the client(s) on the other, and other "
         "engineers' test runs shared the machine's cores during the run, so absolute numbers "

@@ -11,12 +11,13 @@ newest item.
 Batches are what the recorder Lambda sees in production: a viewer sends a heartbeat
 every ~30 s and a batch spans a few seconds of the stream, so a batch carries ONE
 record per profile, usually for the profile's newest item (``steady``; one in twenty
-starts a title it never watched). ``session_starts``: each profile resumes an older
-item of its history (it moves to the front). ``dense``: several records per profile
+starts a title it never watched), plus the stream's defects: a few records delivered
+twice and a few late ones (older than what is stored). ``session_starts``: each profile
+resumes an older item of its history (it moves to the front). ``dense``: several records per profile
 in one batch (a backlog after a stall, a replay), a few assets each.
 
-Every record is newer than everything stored before it, so writes apply (rule 2):
-batches of a phase are built from one clock that moves 30 s per round.
+Every record but the late ones is newer than everything stored before it, so writes
+apply (rule 2): batches of a phase are built from one clock that moves 30 s per round.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from devtools.heartbeats import Asset, catalogue, profile_ids
-from watch_history.models import HistoryQuery, ProgressUpdate, Status
+from watch_history.models import HistoryQuery, ProgressUpdate, Status, from_epoch_ms
 
 _DAY_MS: Final = 86_400_000
 HEARTBEAT_MS: Final = 30_000
@@ -46,6 +47,8 @@ class WorkloadSpec:
     batch_records: int = 500  # records per recorder batch (Kinesis batch size)
     batches: int = 8  # batches per phase
     dense_records: int = 5  # records per profile in a dense batch
+    duplicate_rate: float = 0.02  # records delivered twice
+    late_rate: float = 0.02  # records followed by a late, older one of the same asset
 
 
 @dataclass(slots=True)
@@ -67,6 +70,7 @@ class Workload:
     profiles: list[_Profile]
     clock_ms: int
     _rng: random.Random
+    _late: list[ProgressUpdate] = field(default_factory=list)  # for the next batch
 
     @property
     def profile_ids(self) -> list[str]:
@@ -155,7 +159,7 @@ class Workload:
                 batch.append(
                     self._update(profile, asset, at + self._jitter(), self._rng, history=False)
                 )
-            out.append(batch)
+            out.append(self._delivered(batch))
         return out
 
     def session_starts(self) -> list[list[ProgressUpdate]]:
@@ -170,7 +174,7 @@ class Workload:
                 batch.append(
                     self._update(profile, asset, at + self._jitter(), self._rng, history=False)
                 )
-            out.append(batch)
+            out.append(self._delivered(batch))
         return out
 
     def dense(self) -> list[list[ProgressUpdate]]:
@@ -193,7 +197,28 @@ class Workload:
                     self._watch(profile, asset)
             self._rng.shuffle(batch)
             self.clock_ms = start + per * 2_000
-            out.append(batch)
+            out.append(self._delivered(batch))
+        return out
+
+    def _delivered(self, batch: list[ProgressUpdate]) -> list[ProgressUpdate]:
+        """The batch as the stream delivers it (devtools/heartbeats.py's defects):
+        ``duplicate_rate`` of its records twice (producer retries), and the late records
+        of the batch before: ``late_rate`` of the records are delivered again one batch
+        later with a time one to four heartbeats earlier (a device that was offline), so
+        they reach a server that already holds something newer and change nothing."""
+        out = list(batch)
+        for u in batch:
+            if self._rng.random() < self.spec.duplicate_rate:
+                out.insert(self._rng.randrange(len(out) + 1), u)
+        for late in self._late:
+            out.insert(self._rng.randrange(len(out) + 1), late)
+        self._late = []
+        for u in batch:
+            if self._rng.random() < self.spec.late_rate:
+                back = self._rng.randint(1, 4) * HEARTBEAT_MS
+                self._late.append(
+                    u.model_copy(update={"event_time": from_epoch_ms(u.event_ms - back)})
+                )
         return out
 
     def _subset(self, profiles: list[str] | None) -> list[_Profile]:
