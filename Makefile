@@ -58,9 +58,12 @@ test-external: $(VENV)/.installed
 demo: $(VENV)/.installed
 	$(ENGINE) -- $(PY) -m devtools.demo
 
-## serve: the read and write APIs on http://127.0.0.1:8080 (no Docker)
+## serve: the read and write APIs on http://127.0.0.1:8080 (no Docker), with
+## SAMPLE_PROFILES profiles of sample history and CORS for CORS_ORIGINS (comma-separated)
+SAMPLE_PROFILES ?= 1
+CORS_ORIGINS ?=
 serve: $(VENV)/.installed
-	$(ENGINE) -- $(PY) -m devtools.serve
+	$(ENGINE) -- $(PY) -m devtools.serve --sample-profiles $(SAMPLE_PROFILES) --cors-origins '$(CORS_ORIGINS)'
 
 ## bench: the README's numbers (client on core 0, engine on core 1)
 bench: $(VENV)/.installed

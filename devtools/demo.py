@@ -13,8 +13,10 @@ queue is moto's SQS (``mock_aws``).
    update of every (profile, asset).
 3. The HTTP APIs, as API Gateway (HTTP API, payload 2.0) events through the reader and
    writer Lambdas: continue watching for one profile as a rail, a sport + series +
-   team lookup, a show + season lookup, marking an episode watched, removing a title
-   and showing it stays gone after a late heartbeat, authorization, ETag.
+   team lookup, a show + season lookup, a TV app's first sync (the changes feed),
+   marking an episode watched, removing a title and showing it stays gone after a late
+   heartbeat, the app's next sync (the change and the removal only), an offline
+   catch-up batch (an outcome per update), authorization, ETag.
 
 Every "check" line is something that must hold; the exit status is 1 if one did not.
 The demo's keys get a prefix of their own (removed at the end unless ``--keep``).
@@ -33,7 +35,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final, TextIO
 from urllib.parse import urlencode
 
@@ -535,6 +537,16 @@ def _api_tour(
     )
 
     report.say()
+    report.say("A TV app keeps a copy of the history: its first sync gets everything:")
+    status, first, _ = api.call("GET", f"{base}/changes", claims=claims)
+    synced = first if status == 200 else {"items": [], "nextToken": ""}
+    report.check(
+        "first sync: every item, reset, and a token",
+        status == 200 and synced["reset"] is True and len(synced["items"]) >= 3,
+        f"HTTP {status}, {len(synced['items'])} items",
+    )
+
+    report.say()
     report.say(f"Mark {MARKED_WATCHED} as watched (writer, PUT with eventType complete):")
     duration = next((i.get("duration") for i in episodes if i["assetId"] == MARKED_WATCHED), 3000)
     status, item, _ = api.call(
@@ -588,11 +600,73 @@ def _api_tour(
     )
 
     report.say()
+    report.say("The TV app syncs again: only what changed since its token:")
+    status, delta, _ = api.call(
+        "GET", f"{base}/changes", query=[("since", str(synced["nextToken"]))], claims=claims
+    )
+    delta = delta if status == 200 else {"items": [], "removed": [], "reset": True}
+    changed = [i["assetId"] for i in delta["items"]]
+    report.say(f"  changed: {', '.join(changed) or '-'}; removed: {', '.join(delta['removed'])}")
+    report.check(
+        "sync round: the episode marked watched changed, the removed title is dropped",
+        status == 200
+        and not delta["reset"]
+        and changed == [MARKED_WATCHED]
+        and delta["removed"] == [REMOVED],
+        f"HTTP {status}, changed {changed}, removed {delta['removed']}",
+    )
+    _batch_write(report, api, base=base, claims=claims, token=str(delta.get("nextToken", "")))
+
+    report.say()
     report.say("Authorization (JWT claims from the authorizer):")
     status, _, _ = api.call("GET", "/profiles/prof-00001/history", claims=claims)
     report.check("another profile: 403", status == 403, f"HTTP {status}")
     status, _, _ = api.call("GET", base, claims=None)
     report.check("no claims: 401", status == 401, f"HTTP {status}")
+
+
+def _batch_write(
+    report: Report, api: Api, *, base: str, claims: Mapping[str, Any], token: str
+) -> None:
+    """An app back online sends what it recorded offline in one request."""
+    report.say()
+    report.say("Back online, a phone sends its offline updates in one batch (writer, POST):")
+    offline = datetime.now(UTC).isoformat()
+    a_minute_ago = (datetime.now(UTC) - timedelta(minutes=1)).isoformat()  # before the PUT
+    updates: list[Any] = [
+        {
+            "assetId": "doc-deep-sea",
+            "position": 840,
+            "duration": 3000,
+            "eventTime": offline,
+            "asset": {"type": "movie", "title": "Deep Sea"},
+        },
+        {"assetId": MARKED_WATCHED, "position": 10, "eventTime": a_minute_ago},  # stale
+        {
+            "assetId": "movie-night-train",
+            "completedAt": offline,
+            "duration": 5400,
+            "asset": {"type": "movie", "title": "Night Train"},
+        },
+        {"assetId": "bad id", "position": 1},
+    ]
+    status, body, _ = api.call("POST", base, body={"updates": updates}, claims=claims)
+    results = body["results"] if status == 200 else []
+    for r in results:
+        why = f"  ({r['reason']})" if r.get("reason") else ""
+        report.say(f"  {r['index']}: {r.get('assetId')}: {r['outcome']}{why}")
+    report.check(
+        "batch: one request, an outcome per update (applied, stale, applied, invalid)",
+        [r["outcome"] for r in results] == ["applied", "stale", "applied", "invalid"],
+        f"HTTP {status}",
+    )
+    status, delta, _ = api.call("GET", f"{base}/changes", query=[("since", token)], claims=claims)
+    changed = sorted(i["assetId"] for i in (delta or {}).get("items", []))
+    report.check(
+        "the next sync brings the batch's new items",
+        status == 200 and changed == ["doc-deep-sea", "movie-night-train"],
+        f"HTTP {status}, changed {changed}",
+    )
 
 
 def run(args: argparse.Namespace, report: Report) -> None:

@@ -26,7 +26,8 @@ ROOT = Path(__file__).resolve().parent.parent
 FUNCTIONS = ("history_reader", "history_writer")
 TITLE = "Watch history API"
 DESCRIPTION = (
-    "Where each profile stopped watching each asset: read (GET) and edit (PUT, DELETE). "
+    "Where each profile stopped watching each asset: read (GET, with an incremental "
+    "changes feed for apps that keep a copy) and edit (PUT, POST for batches, DELETE). "
     "Behind API Gateway (HTTP API) with a JWT authorizer: the token's profile claim "
     "(PROFILE_CLAIM, default profile_id) must contain the profile, or its scopes "
     "ADMIN_SCOPE (default history:admin)."

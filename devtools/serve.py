@@ -6,9 +6,9 @@ becomes the event API Gateway would send (``version`` 2.0, ``routeKey``, ``rawPa
 ``rawQueryString``, ``queryStringParameters`` with repeated keys joined by commas,
 lower-case ``headers``, ``cookies``, ``pathParameters``, ``body`` (base64 when it is
 not text), ``requestContext.http``), goes to the real handler in-process (GET: the
-reader, PUT and DELETE: the writer; one invocation at a time per function, as one
+reader, PUT, POST and DELETE: the writer; one invocation at a time per function, as one
 Lambda container), and the handler's ``statusCode``/``headers``/``body`` come back.
-A path that matches none of the five routes gets 404 ``{"message":"Not Found"}`` and
+A path that matches none of the routes gets 404 ``{"message":"Not Found"}`` and
 a handler that raises gets 500 ``{"message":"Internal Server Error"}``, as from API
 Gateway. ``sam local start-api`` needs Docker; this does not.
 
@@ -28,6 +28,21 @@ from one of these request headers (not passed on to the handler):
 
 Without any of them the event has no authorizer context, and the handlers answer 401
 (in AWS, the authorizer would have rejected the request before the Lambda).
+
+CORS
+----
+``--cors-origins https://app.example.com,http://localhost:3000`` (``make serve
+CORS_ORIGINS=...``, the template's ``CorsAllowOrigins`` parameter in AWS): the policy
+is the template's ``CorsConfiguration`` (read from template.yaml, its one source), applied
+as API Gateway applies it: preflights (OPTIONS with ``Access-Control-Request-Method``)
+are answered here without reaching a function, and responses to an allowed ``Origin``
+carry ``Access-Control-Allow-Origin`` and ``Access-Control-Expose-Headers``. Without
+origins there is no CORS, as in the template.
+
+Data
+----
+``--sample-profiles N`` (``make serve SAMPLE_PROFILES=N``, default 1) fills profiles
+``demo-00000`` ... with sample history at start-up; PUT and POST (batch) add more.
 
 Examples (``make serve`` prints them with the real port)::
 
@@ -56,6 +71,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from types import FrameType
 from typing import Any, Final
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -75,12 +91,14 @@ from watch_history.settings import Settings
 
 __all__ = [
     "ROUTES",
+    "CorsPolicy",
     "LocalApiServer",
     "Route",
     "api_event",
     "dev_claims",
     "main",
     "match_route",
+    "template_cors",
 ]
 
 READER: Final = "history_reader"
@@ -88,6 +106,7 @@ WRITER: Final = "history_writer"
 MAX_BODY_BYTES: Final = 10 * 1024 * 1024  # API Gateway's payload limit
 API_ID: Final = "local"
 SAMPLE_PREFIX: Final = "demo"
+TEMPLATE: Final = Path(__file__).resolve().parent.parent / "template.yaml"
 
 _TEXT_TYPES = re.compile(
     r"^(text/.*|application/(json|.*\+json|xml|.*\+xml|javascript|x-www-form-urlencoded))$"
@@ -129,10 +148,14 @@ def _pattern(template: str) -> re.Pattern[str]:
     return re.compile(regex)
 
 
+# In template order. API Gateway picks the most specific route: ".../history/changes"
+# before ".../history/{assetId}", as match_route tries them in this order.
 ROUTES: Final[tuple[Route, ...]] = (
     Route("GET", "/profiles/{profileId}/history", READER),
+    Route("GET", "/profiles/{profileId}/history/changes", READER),
     Route("GET", "/profiles/{profileId}/history/{assetId}", READER),
     Route("PUT", "/profiles/{profileId}/history/{assetId}", WRITER),
+    Route("POST", "/profiles/{profileId}/history", WRITER),
     Route("DELETE", "/profiles/{profileId}/history/{assetId}", WRITER),
     Route("DELETE", "/profiles/{profileId}/history", WRITER),
 )
@@ -145,6 +168,84 @@ def match_route(method: str, path: str) -> tuple[Route, dict[str, str]] | None:
         if params is not None:
             return route, params
     return None
+
+
+# --------------------------------------------------------------------------------------
+# CORS: the template's policy, applied as API Gateway applies it
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CorsPolicy:
+    """An HTTP API ``CorsConfiguration``: header names lower-case, methods upper-case."""
+
+    allow_origins: tuple[str, ...]
+    allow_methods: tuple[str, ...]
+    allow_headers: tuple[str, ...]
+    expose_headers: tuple[str, ...]
+    max_age: int
+
+    def allows(self, origin: str | None) -> bool:
+        return origin is not None and ("*" in self.allow_origins or origin in self.allow_origins)
+
+    def preflight(self, origin: str | None, method: str | None) -> list[tuple[str, str]]:
+        """The headers of the 204 answering a preflight (none for a foreign origin or
+        method: the browser then refuses the request)."""
+        if not self.allows(origin) or (method or "").upper() not in self.allow_methods:
+            return []
+        assert origin is not None
+        return [
+            ("Access-Control-Allow-Origin", origin),
+            ("Access-Control-Allow-Methods", ",".join(self.allow_methods)),
+            ("Access-Control-Allow-Headers", ",".join(self.allow_headers)),
+            ("Access-Control-Max-Age", str(self.max_age)),
+            ("Vary", "Origin"),
+        ]
+
+    def response(self, origin: str | None) -> list[tuple[str, str]]:
+        """What API Gateway adds to a response to a request from ``origin``."""
+        if not self.allows(origin):
+            return []
+        assert origin is not None
+        return [
+            ("Access-Control-Allow-Origin", origin),
+            ("Access-Control-Expose-Headers", ",".join(self.expose_headers)),
+            ("Vary", "Origin"),
+        ]
+
+
+_CORS_HEADERS: Final = frozenset(
+    name.lower()
+    for name in (
+        "Access-Control-Allow-Origin",
+        "Access-Control-Allow-Methods",
+        "Access-Control-Allow-Headers",
+        "Access-Control-Expose-Headers",
+        "Access-Control-Max-Age",
+        "Access-Control-Allow-Credentials",
+    )
+)
+
+
+def template_cors(origins: str, template: Path = TEMPLATE) -> CorsPolicy | None:
+    """The HTTP API's CORS policy in template.yaml, with ``origins`` (the
+    ``CorsAllowOrigins`` parameter: comma-separated; empty: no CORS, as in the template)."""
+    allowed = tuple(o.strip() for o in origins.split(",") if o.strip())
+    if not allowed:
+        return None
+    # cfn-lint's loader reads CloudFormation's tags (!If, !Split); imported here, as only
+    # a server with CORS needs it (0.7 s to import).
+    from cfnlint.decode.cfn_yaml import load as load_cfn_yaml  # type: ignore[import-untyped]  # noqa: PLC0415
+
+    document = load_cfn_yaml(str(template))
+    chosen = document["Resources"]["HttpApi"]["Properties"]["CorsConfiguration"]["Fn::If"][1]
+    return CorsPolicy(
+        allow_origins=allowed,
+        allow_methods=tuple(str(m).upper() for m in chosen["AllowMethods"]),
+        allow_headers=tuple(str(h).lower() for h in chosen["AllowHeaders"]),
+        expose_headers=tuple(str(h).lower() for h in chosen.get("ExposeHeaders", ())),
+        max_age=int(chosen.get("MaxAge", 0)),
+    )
 
 
 # --------------------------------------------------------------------------------------
@@ -350,12 +451,14 @@ class LocalApiServer(ThreadingHTTPServer):
         *,
         profile_claim: str = "profile_id",
         log: Callable[[str], None] | None = None,
+        cors: CorsPolicy | None = None,
     ) -> None:
         host = address[0]
         if not _is_loopback(host):
             raise ValueError(f"{host} is not a loopback address: this server trusts dev claims")
         self.handlers = dict(handlers)
         self.profile_claim = profile_claim
+        self.cors = cors
         self.log = log
         self._locks = {name: threading.Lock() for name in self.handlers}
         super().__init__(address, _RequestHandler)
@@ -417,13 +520,38 @@ class _RequestHandler(BaseHTTPRequestHandler):
     def do_OPTIONS(self) -> None:
         self._handle()
 
+    def __getattr__(self, name: str) -> Any:
+        """Any other method (TRACE, CONNECT, made-up ones) is routed too, and matches no
+        route: 404 ``{"message":"Not Found"}`` as from API Gateway, not http.server's 501
+        HTML page. (BaseHTTPRequestHandler looks up ``do_<METHOD>``.)"""
+        if name.startswith("do_"):
+            return self._handle
+        raise AttributeError(name)
+
     def _handle(self) -> None:
         started = time.perf_counter()
-        reply = self._reply()
+        reply = self._preflight() or self._with_cors(self._reply())
         self._send(reply)
         if self.server.log is not None:
             ms = (time.perf_counter() - started) * 1000
             self.server.log(f"{self.command} {self.path} -> {reply.status} ({ms:.1f} ms)")
+
+    def _with_cors(self, reply: _Reply) -> _Reply:
+        """API Gateway's CORS headers replace any the function sent."""
+        cors = self.server.cors
+        if cors is None:
+            return reply
+        kept = [(k, v) for k, v in reply.headers if k.lower() not in _CORS_HEADERS]
+        return _Reply(reply.status, kept + cors.response(self.headers.get("Origin")), reply.body)
+
+    def _preflight(self) -> _Reply | None:
+        """API Gateway answers a preflight itself, before routes and the authorizer."""
+        cors = self.server.cors
+        asked = self.headers.get("Access-Control-Request-Method")
+        if cors is None or self.command != "OPTIONS" or asked is None:
+            return None
+        self.close_connection = True  # any body it carried is not read
+        return _Reply(204, cors.preflight(self.headers.get("Origin"), asked), b"")
 
     def _reply(self) -> _Reply:
         length_text = self.headers.get("Content-Length")
@@ -499,6 +627,14 @@ def _examples(url: str, profile: str, claim: str) -> str:
             """"asset": {"type": "movie", "title": "The Last Ferry"}}'""",
             f"  curl -s -X DELETE '{item}/movie-the-last-ferry' -H 'X-Dev-Profile: {profile}' "
             "-o /dev/null -w '%{http_code}\\n'",
+            "  # offline catch-up: several updates in one request, an outcome each",
+            f"  curl -s -X POST '{item}' -H 'X-Dev-Profile: {profile}' \\",
+            "       -H 'Content-Type: application/json' \\",
+            """       -d '{"updates": [{"assetId": "house-s01e01", "position": 300}, """
+            """{"assetId": "movie-the-last-ferry", "completedAt": "2026-11-01T20:00:00Z"}]}'""",
+            "  # sync: everything first, then what changed since (pass nextToken as since)",
+            f"  curl -s '{item}/changes' -H 'X-Dev-Profile: {profile}'",
+            f"  curl -s '{item}/changes?since=TOKEN' -H 'X-Dev-Profile: {profile}'",
             "  # without claims: 401, as behind the JWT authorizer",
             f"  curl -s -i '{item}'",
         ]
@@ -518,6 +654,12 @@ def _parser() -> argparse.ArgumentParser:
         type=int,
         default=1,
         help=f"profiles {SAMPLE_PREFIX}-00000... to fill with sample history first (default 1)",
+    )
+    parser.add_argument(
+        "--cors-origins",
+        default="",
+        help="comma-separated origins allowed by CORS (the template's CorsAllowOrigins; "
+        "default none: no CORS)",
     )
     parser.add_argument("--quiet", action="store_true", help="do not log each request")
     return parser
@@ -553,6 +695,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 handlers,
                 profile_claim=settings.profile_claim,
                 log=None if args.quiet else lambda line: print(line, flush=True),
+                cors=template_cors(args.cors_origins),
             )
         except BaseException:
             runtime.set_store(None)
@@ -562,7 +705,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             mode = "cluster" if settings.redis_cluster else "standalone"
             print(f"Watch history API on {server.url}  (store: {settings.redis_url}, {mode})")
-            print(f"routes: {', '.join(r.key for r in ROUTES)}")
+            print(f"routes: {', '.join(r.key for r in ROUTES)}  (reference: openapi.json)")
+            cors = server.cors
+            print(
+                f"CORS: {', '.join(cors.allow_origins)}" if cors else "CORS: off (--cors-origins)"
+            )
             if args.sample_profiles > 0:
                 print(f"sample history in profiles {SAMPLE_PREFIX}-00000 ...")
             print(_examples(server.url, f"{SAMPLE_PREFIX}-00000", settings.profile_claim))

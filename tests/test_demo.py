@@ -35,6 +35,11 @@ def test_demo_runs_end_to_end_and_every_check_holds(
     checks = re.findall(r"check: (.+?) \.\.\. (ok|FAILED)", text)
     assert len(checks) >= 15
     assert "the removed title stays gone after the late heartbeat" in dict(checks)
+    # the sync round after the removal, and the offline batch
+    held = {name for name, result in checks if result == "ok"}
+    assert any(name.startswith("sync round: ") for name in held)
+    assert any(name.startswith("batch: one request") for name in held)
+    assert "removed: movie-the-last-ferry" in text
     # the rail: the live match first, then the episode with its S/E and a progress bar
     rail = text.split("Continue watching for prof-00000", 1)[1]
     assert re.search(r"1\. IPL 2026, Match 43: Chennai Super Kings v.*CSK v MI\s+LIVE", rail)

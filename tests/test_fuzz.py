@@ -179,3 +179,45 @@ def test_no_write_request_gets_a_server_error_for_its_content(
     response = handlers["history_writer"].lambda_handler(event, FakeLambdaContext("fuzz"))
     assert response["statusCode"] < 500, response
     assert "message" in json.loads(response["body"]) or response["statusCode"] == 200
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    profile=ids,
+    body=st.one_of(
+        st.fixed_dictionaries(
+            {"updates": st.lists(st.one_of(updates, json_values), max_size=6)}
+        ).map(json.dumps),
+        json_values.map(json.dumps),
+        st.text(max_size=40),
+    ),
+)
+def test_no_batch_request_gets_a_server_error_for_its_content(
+    handlers: dict[str, ModuleType], wired: HistoryStore, profile: str, body: str
+):
+    """Any body POSTed as a batch: a 4xx, or a 200 with one result per update."""
+    event = {
+        "version": "2.0",
+        "routeKey": "POST /profiles/{profileId}/history",
+        "rawPath": f"/profiles/{profile}/history",
+        "rawQueryString": "",
+        "headers": {"content-type": "application/json"},
+        "pathParameters": {"profileId": profile},
+        "requestContext": {
+            "http": {"method": "POST", "path": f"/profiles/{profile}/history"},
+            "authorizer": {"jwt": {"claims": {"scope": "history:admin"}, "scopes": None}},
+            "requestId": "r",
+            "routeKey": "POST /profiles/{profileId}/history",
+            "stage": "$default",
+        },
+        "body": body,
+        "isBase64Encoded": False,
+    }
+    response = handlers["history_writer"].lambda_handler(event, FakeLambdaContext("fuzz"))
+    assert response["statusCode"] < 500, response
+    reply = json.loads(response["body"])
+    if response["statusCode"] == 200:
+        sent = json.loads(body)["updates"]
+        assert [r["index"] for r in reply["results"]] == list(range(len(sent)))
+    else:
+        assert "message" in reply

@@ -73,7 +73,7 @@ def test_it_documents_the_read_routes_and_their_constraints(generated: str) -> N
     assert history["limit"]["schema"]["minimum"] == 1
     assert history["limit"]["schema"]["maximum"] == 100
     statuses = document["components"]["schemas"]["Status"]["enum"]
-    assert statuses == ["all", "in_progress", "completed"]
+    assert statuses == ["all", "in_progress", "completed", "ever_completed"]
     item = _parameters(document, "/profiles/{profileId}/history/{assetId}")
     assert item["assetId"]["schema"]["pattern"] == ID_PATTERN
     for path in ("/profiles/{profileId}/history", "/profiles/{profileId}/history/{assetId}"):

@@ -112,6 +112,8 @@ def selects(item: HistoryItem, q: HistoryQuery) -> bool:
         return False
     if q.status is Status.COMPLETED:
         return item.completed
+    if q.status is Status.EVER_COMPLETED:
+        return item.completed_at is not None
     if q.status is Status.IN_PROGRESS:
         return not item.completed and item.position >= MIN_RESUME
     return True
@@ -630,3 +632,23 @@ def test_the_filter_benchmark_runs_and_both_ways_agree(store: HistoryStore) -> N
     assert [r.filter for r in rows] == ["sport", "sport+series+team", "show+season", "in progress"]
     assert memory[0].objects_bytes > memory[0].packed_bytes
     assert "| 30 | sport |" in bench_filters.markdown(rows, memory)
+
+
+def test_ever_completed_keeps_an_item_being_rewatched(store: HistoryStore) -> None:
+    """status=completed is the state as of the last watch (a rewatch is not completed);
+    ever_completed is every item with a completedAt."""
+    pid = fresh_profile()
+    seed(
+        store,
+        pid,
+        [
+            Spec("done", at=10, position=3000.0, complete=True),
+            Spec("rewatch", at=20, position=3000.0, complete=True),
+            Spec("never", at=30),
+        ],
+    )
+    seed(store, pid, [Spec("rewatch", at=40, position=120.0)])  # started again
+    completed = read_all(store, pid, HistoryQuery(status=Status.COMPLETED))
+    ever = read_all(store, pid, HistoryQuery(status=Status.EVER_COMPLETED))
+    assert ids(completed) == ["done"]
+    assert ids(ever) == ["rewatch", "done"]

@@ -12,7 +12,14 @@ from typing import Any
 import pytest
 
 from devtools.lambda_context import Handler, load_handler
-from devtools.serve import READER, WRITER, LocalApiServer, api_event, match_route
+from devtools.serve import (
+    READER,
+    WRITER,
+    LocalApiServer,
+    api_event,
+    match_route,
+    template_cors,
+)
 from watch_history import runtime
 from watch_history.store import HistoryStore
 
@@ -186,7 +193,7 @@ def test_unknown_routes_404(server: LocalApiServer, profile_id: str) -> None:
     for method, path in (
         ("GET", "/nope"),
         ("GET", f"/profiles/{profile_id}"),
-        ("POST", f"/profiles/{profile_id}/history"),
+        ("PATCH", f"/profiles/{profile_id}/history"),
         ("PUT", f"/profiles/{profile_id}/history"),
         ("GET", f"/profiles/{profile_id}/history/a1/extra"),
     ):
@@ -244,3 +251,78 @@ def test_routes_and_events_match_api_gateway() -> None:
 def test_only_loopback() -> None:
     with pytest.raises(ValueError, match="loopback"):
         LocalApiServer(("0.0.0.0", 0), {})
+
+
+# --- CORS: the template's policy, as API Gateway applies it ---------------------------
+
+
+def test_the_cors_policy_is_the_templates() -> None:
+    assert template_cors("") is None  # no origins: no CORS, as the template's HasCors
+    policy = template_cors("https://app.example.com, http://localhost:3000")
+    assert policy is not None
+    assert policy.allow_origins == ("https://app.example.com", "http://localhost:3000")
+    assert {"authorization", "content-type", "if-none-match"} <= set(policy.allow_headers)
+    assert {"etag", "retry-after", "x-update-outcome"} <= set(policy.expose_headers)
+    assert {"GET", "PUT", "POST", "DELETE"} <= set(policy.allow_methods)
+
+
+@pytest.fixture
+def cors_server(store: HistoryStore, handlers: dict[str, Handler]) -> Iterator[LocalApiServer]:
+    runtime.set_store(store)
+    srv = LocalApiServer(
+        ("127.0.0.1", 0),
+        handlers,
+        profile_claim=store.settings.profile_claim,
+        cors=template_cors("https://app.example.com"),
+    )
+    thread = threading.Thread(target=srv.serve_forever, name="local-api-cors", daemon=True)
+    thread.start()
+    try:
+        yield srv
+    finally:
+        srv.shutdown()
+        thread.join()
+        srv.server_close()
+        runtime.set_store(None)
+
+
+def test_a_preflight_is_answered_locally(cors_server: LocalApiServer, profile_id: str) -> None:
+    path = f"/profiles/{profile_id}/history"
+    asking = {
+        "Origin": "https://app.example.com",
+        "Access-Control-Request-Method": "GET",
+        "Access-Control-Request-Headers": "authorization,if-none-match",
+    }
+    status, headers, body = call(cors_server, "OPTIONS", path, headers=asking)
+    assert (status, body) == (204, None)
+    assert headers["access-control-allow-origin"] == "https://app.example.com"
+    assert "if-none-match" in headers["access-control-allow-headers"]
+    assert "GET" in headers["access-control-allow-methods"]
+    foreign = {**asking, "Origin": "https://evil.example"}
+    status, headers, _ = call(cors_server, "OPTIONS", path, headers=foreign)
+    assert status == 204
+    assert "access-control-allow-origin" not in headers
+
+
+def test_responses_to_an_allowed_origin_expose_etag_and_retry_after(
+    cors_server: LocalApiServer, profile_id: str
+) -> None:
+    me = {"X-Dev-Profile": profile_id, "Origin": "https://app.example.com"}
+    status, headers, _ = call(cors_server, "GET", f"/profiles/{profile_id}/history", headers=me)
+    assert status == 200
+    assert headers["access-control-allow-origin"] == "https://app.example.com"
+    exposed = headers["access-control-expose-headers"].split(",")
+    assert {"etag", "retry-after"} <= set(exposed)
+    status, headers, _ = call(
+        cors_server, "GET", f"/profiles/{profile_id}/history", headers={"X-Dev-Profile": profile_id}
+    )
+    assert "access-control-allow-origin" not in headers  # no Origin: no CORS headers
+
+
+def test_without_cors_a_preflight_is_an_unknown_route(
+    server: LocalApiServer, profile_id: str
+) -> None:
+    asking = {"Origin": "https://app.example.com", "Access-Control-Request-Method": "GET"}
+    status, headers, _ = call(server, "OPTIONS", f"/profiles/{profile_id}/history", headers=asking)
+    assert status == 404
+    assert "access-control-allow-origin" not in headers

@@ -41,9 +41,11 @@ ROUTES = {
     "HistoryReaderFunction": {
         ("GET", "/profiles/{profileId}/history"),
         ("GET", "/profiles/{profileId}/history/{assetId}"),
+        ("GET", "/profiles/{profileId}/history/changes"),
     },
     "HistoryWriterFunction": {
         ("PUT", "/profiles/{profileId}/history/{assetId}"),
+        ("POST", "/profiles/{profileId}/history"),
         ("DELETE", "/profiles/{profileId}/history/{assetId}"),
         ("DELETE", "/profiles/{profileId}/history"),
     },

@@ -21,6 +21,7 @@ from devtools.lambda_context import FakeLambdaContext, load_module
 from tests.conftest import load_event
 from watch_history import runtime
 from watch_history.connection import create_client
+from watch_history.models import ID_PATTERN
 from watch_history.settings import Settings
 from watch_history.store import HistoryStore
 
@@ -250,7 +251,13 @@ def test_a_profile_list_claim_and_the_admin_scope_grant_access(
         ({"position": 10, "eventType": "rewind"}, 422, "body.eventType"),
         ({"position": 10, "deviceId": "a b"}, 422, "body.deviceId"),
         ({"position": 10, "asset": {"teams": ["t"] * 17}}, 422, "body.asset.teams"),
-        ({"duration": 100}, 422, "body.position"),
+        ({"duration": 100}, 422, "position is required unless marking as watched"),
+        (
+            {"position": 1, "completedAt": 1795200000000, "eventTime": 1795200000000},
+            422,
+            "not both",
+        ),
+        ({"completedAt": 1795200000000, "eventType": "pause"}, 422, "eventType complete"),
         ("", 422, "body"),
         ("{not json", 400, "not valid JSON"),
         ("[" * 5000, 400, "nests too deeply"),
@@ -335,7 +342,7 @@ def test_an_unknown_route_is_a_json_404(writer: ModuleType, store: HistoryStore)
     event = at_path(load_event("http_put_item.json"), PROFILE)  # PUT on the collection
     status, _, body = call(writer, event)
     assert status == 404
-    assert body == {"message": "no such resource"}
+    assert body == {"message": "Not Found"}  # what API Gateway says for no route
 
 
 # --- the store is down ----------------------------------------------------------------
@@ -368,10 +375,11 @@ def test_the_openapi_schema_documents_the_routes(writer: ModuleType) -> None:
     item = schema["paths"]["/profiles/{profileId}/history/{assetId}"]
     collection = schema["paths"]["/profiles/{profileId}/history"]
     assert set(item) == {"put", "delete"}
-    assert set(collection) == {"delete"}
+    assert set(collection) == {"delete", "post"}
     params = {p["name"]: p for p in item["put"]["parameters"]}
     assert params["profileId"]["in"] == "path"
-    assert params["assetId"]["schema"]["pattern"] == "^[A-Za-z0-9._:-]{1,128}$"
+    assert params["assetId"]["schema"]["pattern"] == ID_PATTERN
+    assert params["assetId"]["schema"]["maxLength"] == 128
     body_ref = json.dumps(item["put"]["requestBody"])
     assert "ProgressBody" in body_ref
     assert {"200", "400", "401", "403", "409", "413", "415", "422", "503"} <= set(

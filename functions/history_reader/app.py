@@ -6,10 +6,15 @@ rule of what a query selects lives in the layer (models.py, query.py, store.py);
 HTTP plumbing both APIs share (error bodies, exception -> status, the caller check) in
 ``watch_history.http_api``.
 
+Routes: a page of the history (filters, pages), one item, and the changes feed
+(``/history/changes?since=``: what changed since the app's last sync, see
+``watch_history.changes``).
+
 Status codes: 200; 304 when ``If-None-Match`` carries the current ETag; 400 for a
-combination of filters that cannot work or a bad cursor; 401 without token claims;
-403 for another profile; 404 for an asset not in the history; 422 for a parameter
-that fails its schema; 500 when the deployment is misconfigured; 503 (with
+combination of filters that cannot work, a bad cursor or a bad ``since``; 401 without
+token claims; 403 for another profile; 404 for an asset not in the history; 422 for a parameter
+that fails its schema; 410 for a ``since`` older than what the history still
+remembers (read everything again); 500 when the deployment is misconfigured; 503 (with
 ``Retry-After``) when the store cannot answer. Every error body is JSON:
 ``{"message": "..."}``; 200 and 304 carry ``ETag`` (a hash of the body exactly as
 sent) and ``Cache-Control: private, no-cache``.
@@ -22,7 +27,7 @@ from http import HTTPStatus
 from typing import Annotated, Any
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
-from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response, content_types
+from aws_lambda_powertools.event_handler import Response, content_types
 from aws_lambda_powertools.event_handler.openapi.params import Header, Path, Query
 from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
 from aws_lambda_powertools.logging import correlation_paths
@@ -32,9 +37,11 @@ from pydantic import BaseModel, ValidationError
 
 from watch_history.errors import InvalidInputError
 from watch_history.http_api import (
+    HistoryResolver,
     authorized_store,
     documented_responses,
     error_response,
+    json_response,
     register_error_handlers,
     resolve,
     serialize,
@@ -43,11 +50,13 @@ from watch_history.models import (
     MAX_ASSET_IDS,
     AssetTypeName,
     Collapse,
+    HistoryChanges,
     HistoryItem,
     HistoryPage,
     HistoryQuery,
     Id,
     Status,
+    describe,
 )
 
 SERVICE = "history-reader"
@@ -56,7 +65,7 @@ CACHE_CONTROL = "private, no-cache"
 logger = Logger(service=SERVICE)
 tracer = Tracer(service=SERVICE)
 metrics = Metrics(namespace="WatchHistory", service=SERVICE)
-app = APIGatewayHttpResolver(enable_validation=True)
+app = HistoryResolver(enable_validation=True)
 register_error_handlers(app, logger=logger, metrics=metrics)
 
 
@@ -140,7 +149,13 @@ def list_history(
             description=f"repeatable, up to {MAX_ASSET_IDS}: progress for a page of tiles",
         ),
     ] = None,
-    status: Annotated[Status, Query(description="which items by completion")] = Status.ALL,
+    status: Annotated[
+        Status,
+        Query(
+            description="in_progress: resumable; completed: completed as of its last watch "
+            "(an item being rewatched is not); ever_completed: has a completedAt"
+        ),
+    ] = Status.ALL,
     limit: Annotated[int, Query(ge=1, le=100, description="items per page")] = 20,
     cursor: Annotated[
         str | None, Query(max_length=512, description="nextCursor of the previous page")
@@ -167,10 +182,55 @@ def list_history(
             collapse=collapse,
         )
     except ValidationError as exc:
-        raise InvalidInputError(_validation_message(exc)) from None
+        raise InvalidInputError(describe(exc)) from None
     page = store.query(profile_id, query)
     metrics.add_metric(name="ItemsReturned", unit=MetricUnit.Count, value=len(page.items))
     return _cacheable(page_body(page), if_none_match)
+
+
+# Registered before ".../history/<assetId>", which would otherwise match it: an asset
+# whose id is "changes" is read with ?assetId=changes.
+@app.get(
+    "/profiles/<profileId>/history/changes",
+    summary="What changed since the app's last sync (incremental sync)",
+    description=(
+        "Without `since`: everything (`reset` true). With the `nextToken` of the previous "
+        "call: the items changed since (any stored field, by the server's clock), the "
+        "assets removed or evicted since, and `reset` when the history was cleared since. "
+        "Apply `reset` (drop the local copy), then `removed`, then `items`; keep "
+        "`nextToken`. 410: the token is older than what the server still remembers "
+        "(removals are remembered TOMBSTONE_TTL_DAYS, evictions the last MAX_ITEMS): read "
+        "again without `since`. An asset whose id is `changes` is read with "
+        "`GET .../history?assetId=changes`."
+    ),
+    tags=["history"],
+    responses=documented_responses(
+        {
+            200: {
+                "description": "the changes and the next token",
+                "content": {"application/json": {"model": HistoryChanges}},
+            }
+        },
+        {
+            400: "since is malformed or another profile's",
+            410: "since is older than what the history remembers: read again without it",
+        },
+        invalid="a parameter failed its schema",
+    ),
+)
+def history_changes(
+    *,
+    profile_id: ProfileIdParam,
+    since: Annotated[
+        str | None, Query(max_length=512, description="nextToken of the previous call")
+    ] = None,
+) -> Response[str]:
+    store = authorized_store(app, profile_id)
+    changes = store.changes(profile_id, since or None)
+    metrics.add_metric(name="ChangedItems", unit=MetricUnit.Count, value=len(changes.items))
+    return json_response(
+        HTTPStatus.OK, changes.model_dump(mode="json", by_alias=True, exclude_none=True)
+    )
 
 
 @app.get(
@@ -231,15 +291,6 @@ def _cacheable(payload: Any, if_none_match: str | None) -> Response[str]:
         headers=headers,
         body=body,
     )
-
-
-def _validation_message(exc: ValidationError) -> str:
-    parts = []
-    for error in exc.errors(include_url=False, include_input=False):
-        text = str(error["msg"]).removeprefix("Value error, ")
-        field = ".".join(str(part) for part in error["loc"])
-        parts.append(f"{field}: {text}" if field else text)
-    return "; ".join(parts) or "invalid query"
 
 
 # --- entry point ----------------------------------------------------------------------

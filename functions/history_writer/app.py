@@ -6,16 +6,22 @@ The HTTP plumbing both APIs share (error bodies, exception -> status, the caller
 check) is ``watch_history.http_api``; the body's own errors (413, 415, 400) are here.
 
 - ``PUT /profiles/{profileId}/history/{assetId}``: record progress ("mark as watched"
-  is ``eventType: complete``). 200 with the stored item; an update older than what is
-  stored changes nothing and also gets 200 with the stored item; 409 when the asset
-  was removed (or the history cleared) after the update's ``eventTime``.
+  is ``eventType: complete`` or ``completedAt``, no position needed). 200 with the
+  stored item and ``X-Update-Outcome: applied``; an update older than what is stored
+  changes nothing and gets 200 with the stored item and ``X-Update-Outcome: stale``;
+  409 (``X-Update-Outcome: ignored``) when the asset was removed (or the history
+  cleared) after the update's ``eventTime``.
+- ``POST /profiles/{profileId}/history``: up to 100 updates (offline catch-up) in one
+  store call; 200 with an outcome per update (applied, stale, ignored, invalid with a
+  reason: invalid ones do not stop the others).
 - ``DELETE /profiles/{profileId}/history/{assetId}``: 204, idempotent; later-arriving
   older updates do not bring the asset back.
 - ``DELETE /profiles/{profileId}/history``: 204, clears everything.
 
 Errors are JSON ``{"message": "..."}``: 400 (body not JSON, eventTime too far ahead),
 401 (no token claims), 403 (another profile), 404 (no such route), 409, 413 (body over
-``MAX_BODY_BYTES``), 415 (not JSON), 422 (a parameter or the body fails its schema),
+``MAX_BODY_BYTES``, a batch over 100 times that), 415 (not JSON), 422 (a parameter or
+the body fails its schema),
 503 with ``Retry-After`` (the store did not answer). Nothing is stored on any of them.
 """
 
@@ -24,11 +30,11 @@ from __future__ import annotations
 import binascii
 import json
 from datetime import UTC, datetime
-from http import HTTPStatus
+from http import HTTPMethod, HTTPStatus
 from typing import Annotated, Any
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
-from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
+from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.openapi.exceptions import (
     RequestUnsupportedContentType,
     RequestValidationError,
@@ -42,6 +48,9 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from watch_history.errors import StaleUpdateError
 from watch_history.http_api import (
     NO_STORE,
+    NOT_JSON,
+    ErrorBody,
+    HistoryResolver,
     authorized_store,
     documented_responses,
     error_response,
@@ -52,8 +61,18 @@ from watch_history.http_api import (
     unprocessable,
     validation_errors,
 )
-from watch_history.models import HistoryItem, Id, ProgressBody, ProgressUpdate, rfc3339_ms
+from watch_history.models import (
+    MAX_BATCH_UPDATES,
+    BatchBody,
+    BatchResponse,
+    HistoryItem,
+    Id,
+    ProgressBody,
+    RecordOutcome,
+    rfc3339_ms,
+)
 from watch_history.runtime import get_store
+from watch_history.writes import record_updates
 
 SERVICE = "history-writer"
 
@@ -71,8 +90,11 @@ class BodyNotJsonError(Exception):
 
 
 def _parse_body(text: str) -> Any:
-    """Powertools' JSON body deserializer, with the size limit in front of the parser."""
+    """Powertools' JSON body deserializer, with the size limit in front of the parser
+    (``MAX_BODY_BYTES``; a batch may hold MAX_BATCH_UPDATES times that)."""
     limit = get_store().settings.max_body_bytes
+    if app.current_event.http_method.upper() == HTTPMethod.POST:
+        limit *= MAX_BATCH_UPDATES
     size = len(text.encode())
     if size > limit:
         raise PayloadTooLargeError(f"the body is {size} bytes; at most {limit} are accepted")
@@ -82,7 +104,7 @@ def _parse_body(text: str) -> Any:
         raise BodyNotJsonError("the body nests too deeply to be a progress update") from None
 
 
-app = APIGatewayHttpResolver(enable_validation=True, json_body_deserializer=_parse_body)
+app = HistoryResolver(enable_validation=True, json_body_deserializer=_parse_body)
 register_error_handlers(app, logger=logger, metrics=metrics)
 
 
@@ -99,6 +121,13 @@ def _no_content(description: str) -> dict[int, OpenAPIResponse]:
     return {204: {"description": description, "content": {}}}
 
 
+OUTCOME_HEADER = "X-Update-Outcome"
+
+
+def _outcome_header(values: str) -> dict[str, Any]:
+    return {OUTCOME_HEADER: {"description": values, "schema": {"type": "string"}}}
+
+
 # --- parameters -----------------------------------------------------------------------
 
 ProfileIdParam = Annotated[Id, Path(alias="profileId", description="the profile")]
@@ -107,6 +136,7 @@ ProgressBodyParam = Annotated[
     ProgressBody,
     Body(description="where the profile is in the asset; eventTime defaults to now"),
 ]
+BatchBodyParam = Annotated[BatchBody, Body(description="the updates, each with its assetId")]
 
 
 # --- routes ---------------------------------------------------------------------------
@@ -114,23 +144,30 @@ ProgressBodyParam = Annotated[
 
 @app.put(
     "/profiles/<profileId>/history/<assetId>",
-    summary="Record progress on one asset (eventType complete: mark as watched)",
+    summary="Record progress on one asset (mark as watched: eventType complete or completedAt)",
     description=(
         "Last writer wins by `eventTime`: an update older than the stored item changes "
-        "nothing and returns the stored item. Unknown body fields are ignored."
+        "nothing and returns the stored item. `X-Update-Outcome` says which: `applied` "
+        "or `stale` (200), `ignored` (409). Unknown body fields are ignored."
     ),
     tags=["history"],
     responses=_responses(
         {
             200: {
                 "description": "the stored item (unchanged when the update was older)",
+                "headers": _outcome_header("applied, or stale: older than the stored item"),
                 "content": {"application/json": {"model": HistoryItem}},
-            }
+            },
+            409: {
+                "description": "the asset was removed, or the history cleared, after "
+                "this eventTime: not recorded",
+                "headers": _outcome_header("ignored"),
+                "content": {"application/json": {"model": ErrorBody}},
+            },
         },
         {
             400: "the body is not JSON, or eventTime is too far in the future",
-            409: "the asset was removed, or the history cleared, after this eventTime",
-            413: "the body is larger than 16 KiB",
+            413: "the body is larger than MAX_BODY_BYTES (16 KiB)",
             415: "the body is not application/json",
         },
     ),
@@ -139,26 +176,57 @@ def put_history_item(
     profile_id: ProfileIdParam, asset_id: AssetIdParam, body: ProgressBodyParam
 ) -> Response[str]:
     store = authorized_store(app, profile_id)
-    fields = body.model_dump()
-    fields.update(
-        profile_id=profile_id,
-        asset_id=asset_id,
-        event_time=body.event_time or datetime.now(UTC),
-    )
-    update = ProgressUpdate.model_validate(fields)
+    update = body.to_update(profile_id, asset_id, datetime.now(UTC))
     try:
         item = store.record_progress(update)
     except StaleUpdateError as stale:
         if isinstance(stale.item, HistoryItem):
             metrics.add_metric(name="StaleUpdates", unit=MetricUnit.Count, value=1)
-            return json_response(HTTPStatus.OK, stale.item.to_api())
+            return json_response(
+                HTTPStatus.OK, stale.item.to_api(), headers=_outcome(RecordOutcome.STALE)
+            )
         metrics.add_metric(name="IgnoredUpdates", unit=MetricUnit.Count, value=1)
         return error_response(
             HTTPStatus.CONFLICT,
             f"asset {asset_id} was removed (or the history cleared) after "
             f"{rfc3339_ms(update.event_time)}: the update was not recorded",
+            headers=_outcome(RecordOutcome.IGNORED),
         )
-    return json_response(HTTPStatus.OK, item.to_api())
+    return json_response(HTTPStatus.OK, item.to_api(), headers=_outcome(RecordOutcome.APPLIED))
+
+
+@app.post(
+    "/profiles/<profileId>/history",
+    summary=f"Record up to {MAX_BATCH_UPDATES} updates at once (offline catch-up)",
+    description=(
+        "One store call for the whole batch. Each update is a PUT body plus its "
+        "`assetId`, and gets its own result, in order: `applied`, `stale` (older than the "
+        "stored item), `ignored` (at or before a removal or clear) or `invalid` (with a "
+        "`reason`; it does not stop the others). Updates of one asset in a batch are "
+        "merged (last writer wins by eventTime) and share their outcome."
+    ),
+    tags=["history"],
+    responses=_responses(
+        {
+            200: {
+                "description": "one result per update",
+                "content": {"application/json": {"model": BatchResponse}},
+            }
+        },
+        {
+            400: "the body is not JSON",
+            413: f"the body is larger than {MAX_BATCH_UPDATES} times MAX_BODY_BYTES",
+            415: "the body is not application/json",
+        },
+    ),
+)
+def post_history(profile_id: ProfileIdParam, body: BatchBodyParam) -> Response[str]:
+    store = authorized_store(app, profile_id)
+    results = record_updates(store, profile_id, body.updates, datetime.now(UTC))
+    for result in results:
+        metrics.add_metric(name=f"Batch{result.outcome.title()}", unit=MetricUnit.Count, value=1)
+    payload = BatchResponse(results=results).model_dump(mode="json", by_alias=True)
+    return json_response(HTTPStatus.OK, payload)
 
 
 @app.delete(
@@ -190,6 +258,10 @@ def clear_history(profile_id: ProfileIdParam) -> Response[str]:
 # --- shaping --------------------------------------------------------------------------
 
 
+def _outcome(outcome: RecordOutcome) -> dict[str, str]:
+    return {OUTCOME_HEADER: outcome.value}
+
+
 def _done() -> Response[str]:
     """204: nothing to send back."""
     return Response(status_code=HTTPStatus.NO_CONTENT, headers={"Cache-Control": NO_STORE}, body="")
@@ -209,7 +281,7 @@ def _invalid_request(exc: RequestValidationError) -> Response[str]:
 
 @exception_handler(app, RequestUnsupportedContentType)
 def _unsupported_media(_exc: RequestUnsupportedContentType) -> Response[str]:
-    return error_response(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, "send the body as application/json")
+    return error_response(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, NOT_JSON)
 
 
 @exception_handler(app, BodyNotJsonError, binascii.Error, UnicodeDecodeError)

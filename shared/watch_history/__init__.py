@@ -8,6 +8,8 @@ this package, each in one place:
 - ``models``: the item, the progress update and the query, as pydantic models.
 - ``codec``: how an item is packed inside the profile's JSON document.
 - ``coalesce``: collapsing a batch of updates per (profile, asset) before the server.
+- ``changes``: the changes feed (what changed since a client's token).
+- ``writes``: a batch of updates from the write API, an outcome per update.
 - ``store``: ``HistoryStore``, the only code that talks to the server (its Lua
   scripts sit next to it in ``lua/``).
 - ``connection``: the redis-py client (standalone or cluster, ACL secret or IAM auth).
@@ -19,6 +21,7 @@ from watch_history.errors import (
     InvalidInputError,
     StaleUpdateError,
     StoreUnavailableError,
+    TokenExpiredError,
 )
 from watch_history.models import (
     AssetInfo,
@@ -48,5 +51,6 @@ __all__ = [
     "StaleUpdateError",
     "Status",
     "StoreUnavailableError",
+    "TokenExpiredError",
     "get_settings",
 ]

@@ -3,26 +3,41 @@
 The document of one profile (one key, ``<prefix>{<profileId>}``)::
 
     {
-      "v":   1,                      # layout version
+      "v":   2,                      # layout version (1: before the changes feed)
       "h":   ["<item>", ...],        # THE history array: one item per asset,
                                      #   newest lastWatchedAt first, ties assetId ascending
       "ids": ["<assetId>", ...],     # the assetIds of "h", same order: JSON.ARRINDEX finds
                                      #   an asset without decoding any item
       "tid": ["<assetId>", ...],     # tombstones: removed assets ...
       "tts": [<ms>, ...],            #   ... and when (updates at or before it are ignored)
-      "wm":  <ms>                    # watermark of the last "clear all" (0: never)
+      "wm":  <ms>,                   # watermark of the last "clear all" (0: never)
+      # the changes feed (changes.py; lua/common.lua "change stamps" draws the races):
+      "cs":  <stamp>,                # the latest change stamp: server ms, strictly rising
+      "tcs": [<stamp>, ...],         # per tombstone: when the asset was removed
+      "eid": ["<assetId>", ...],     # evicted assets (rule 5) ...
+      "ecs": [<stamp>, ...],         #   ... and when (at most MAX_ITEMS records)
+      "wcs": <stamp>,                # the last clear-all
+      "hz":  <stamp>                 # horizon: older tokens cannot be answered (410)
     }
 
 Each item is ONE JSON string holding a compact positional JSON array (``ITEM_FIELDS``
-gives the positions; trailing nulls are left out). Measured with ``make bench-memory``
-(150 items, MEMORY USAGE on valkey-json, MemoryDB's engine): an item costs ~300 bytes
-this way against ~580 as a readable object and ~410 as a positional array of JSON
-values, because every JSON value (each number, string, nested array) is a separate
-allocation on the server while a string is one (README: both engines, both measures).
+gives the positions). Measured with ``make bench-memory`` before the change stamp below:
+an item cost ~214 bytes in MEMORY USAGE this way against ~830 as a readable object
+and ~430 as a positional array of JSON values, because every JSON value (each number,
+string, nested array) is a separate allocation on the server while a string is one.
 The price: JSONPath filters cannot look inside items. The reads filter in Python over
 one GET of a prefix of the sorted array (``make bench-filters``: JSONPath on object
 items is 2-6x faster for narrow filters, slower for broad ones, and every lookup stays
 under 1 ms at MAX_ITEMS=200 either way), and Lua scripts decode single items with cjson.
+
+Each item ends with its change stamp (``CHANGED_POSITION``, after all of
+``ITEM_FIELDS``, which are then all written, null where missing; an item written
+before stamps existed has none and leaves its trailing nulls out), stored as the stamp
+minus its lastWatchedAt: a heartbeat's is a few digits. Measured with ``make
+bench-memory`` (150 items): 232 bytes/item against 214 without the stamp on RedisJSON,
+240 against 223 on valkey-json (the stamp, and the nulls now written out before it), for
+one profile; ``make bench-memory`` now measures many realistic profiles, both as MEMORY
+USAGE and as used_memory growth (README).
 
 Times are integers, epoch milliseconds. ``progress`` is derived on read.
 """
@@ -57,6 +72,16 @@ ITEM_FIELDS: Final[tuple[str, ...]] = (
     "season",
     "episode",
 )
+
+CHANGED_POSITION: Final = len(ITEM_FIELDS)
+"""Index of the change stamp (0-based) in an item's array; Lua's F_CHANGED (1-based)."""
+
+
+def changed_at(values: list[Any]) -> int:
+    """An item's change stamp (0 for an item written before stamps existed)."""
+    if len(values) <= CHANGED_POSITION:
+        return 0
+    return int(values[1]) + int(values[CHANGED_POSITION])
 
 
 def decode_item(packed: str | bytes) -> HistoryItem:

@@ -7,6 +7,7 @@ exception                     HTTP API               Kinesis recorder
 ============================  =====================  ============================
 ``InvalidInputError``         400/422                quarantine, never retried
 ``StaleUpdateError``          200 with stored item   counted as stale, done
+``TokenExpiredError``         410                    (reads only)
 ``StoreUnavailableError``     503                    batch item failure (retried)
 ``ConfigurationError``        500 (and loud logs)    whole invocation fails
 ============================  =====================  ============================
@@ -34,6 +35,11 @@ class StaleUpdateError(HistoryError):
         super().__init__(f"update not applied: {reason}")
         self.item = item
         self.reason = reason
+
+
+class TokenExpiredError(HistoryError):
+    """A changes-feed token older than what the server still remembers (a removal or an
+    eviction after it was forgotten), or not from this history: re-read everything."""
 
 
 class StoreUnavailableError(HistoryError):

@@ -4,15 +4,18 @@ Each rule of how an HTTP handler answers lives here once: the JSON error body
 (``{"message": ...}``, ``Cache-Control: no-store``), which exception maps to which
 status (``register_error_handlers``), who may call (``authorized_store``), the
 documented error responses (``documented_responses``) and the per-status-class metric
-(``resolve``). A handler module keeps only its routes and what is its own.
+(``resolve``), the resolver both use (``HistoryResolver``: path ids percent-decoded
+once). A handler module keeps only its routes and what is its own.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any, Final, TypeVar
+from urllib.parse import unquote
 
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response, content_types
@@ -23,12 +26,35 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel, Field
 
 from watch_history.auth import ForbiddenError, NotAuthenticatedError, authorize
-from watch_history.errors import ConfigurationError, InvalidInputError, StoreUnavailableError
+from watch_history.errors import (
+    ConfigurationError,
+    InvalidInputError,
+    StoreUnavailableError,
+    TokenExpiredError,
+)
 from watch_history.runtime import get_store
 from watch_history.store import HistoryStore
 
 RETRY_AFTER_SECONDS: Final = 1
 NO_STORE: Final = "no-store"
+NOT_FOUND: Final = "Not Found"  # API Gateway's own body for a path no route matches
+
+
+class HistoryResolver(APIGatewayHttpResolver):
+    """Powertools' HTTP API resolver, with path parameters percent-decoded exactly once.
+
+    Powertools matches routes on ``rawPath`` and hands the matched segments over as
+    they are: ``ns%3Aa%3A1`` (JavaScript's ``encodeURIComponent("ns:a:1")``) would reach
+    the ``Id`` check encoded and fail it. Each segment is decoded here, once, before
+    validation, whether the path arrived encoded (``make serve``, as the client sent it)
+    or already decoded (``ns:a:1``: decoding it again changes nothing, as no valid id
+    holds a ``%``). A ``%2F`` stays inside its segment (decoded to ``/``, then refused
+    by the ``Id`` pattern). Hand-written: Powertools has no option for it.
+    """
+
+    def _convert_matches_into_route_keys(self, match: re.Match[str]) -> dict[str, str]:
+        return {name: unquote(value) for name, value in match.groupdict().items()}
+
 
 # --- documented shapes ----------------------------------------------------------------
 
@@ -156,6 +182,10 @@ def register_error_handlers(
     def _invalid_input(exc: InvalidInputError) -> Response[str]:
         return error_response(HTTPStatus.BAD_REQUEST, str(exc))
 
+    @on(app, TokenExpiredError)
+    def _token_expired(exc: TokenExpiredError) -> Response[str]:
+        return error_response(HTTPStatus.GONE, str(exc))
+
     @on(app, NotAuthenticatedError)
     def _not_authenticated(exc: NotAuthenticatedError) -> Response[str]:
         return error_response(
@@ -182,7 +212,7 @@ def register_error_handlers(
         return error_response(HTTPStatus.INTERNAL_SERVER_ERROR, "the service is misconfigured")
 
     def _no_route(_exc: Exception) -> Response[str]:
-        return error_response(HTTPStatus.NOT_FOUND, "no such resource")
+        return error_response(HTTPStatus.NOT_FOUND, NOT_FOUND)
 
     app.not_found(_no_route)
 
@@ -201,19 +231,41 @@ def authorized_store(app: APIGatewayHttpResolver, profile_id: str) -> HistorySto
     return store
 
 
-def _not_json(event: dict[str, Any]) -> dict[str, Any] | None:
-    """A 415 response for a request whose body is declared as something but JSON."""
-    if not event.get("body"):
-        return None
-    headers = {str(k).lower(): str(v) for k, v in (event.get("headers") or {}).items()}
-    content_type = headers.get("content-type", "").strip().lower()
-    if not content_type or content_type.startswith("application/json"):
-        return None
-    body = json.dumps({"message": "send the body as application/json"})
+NOT_JSON: Final = "send the body as application/json"
+
+
+def is_json(content_type: str) -> bool:
+    """``application/json`` or ``application/<anything>+json``, in any case, with any
+    parameters (RFC 9110: media types are case-insensitive)."""
+    media_type = content_type.split(";", 1)[0].strip().lower()
+    return media_type == "application/json" or (
+        media_type.startswith("application/") and media_type.endswith("+json")
+    )
+
+
+def _with_json_content_type(event: dict[str, Any]) -> dict[str, Any] | None:
+    """The event with its Content-Type spelled as Powertools compares it (lower-case
+    ``application/json``, which it matches case-sensitively); None when the request's
+    body is declared as something else (415)."""
+    headers = event.get("headers") or {}
+    name = next((k for k in headers if str(k).lower() == "content-type"), None)
+    if name is None:
+        return event
+    content_type = str(headers[name])
+    if not is_json(content_type):
+        return None if event.get("body") else event
+    _, _, parameters = content_type.partition(";")
+    spelled = "application/json" + (f";{parameters}" if parameters else "")
+    return {**event, "headers": {**headers, name: spelled}}
+
+
+def _error_event(status: HTTPStatus, message: str) -> dict[str, Any]:
+    """An error as a payload 2.0 response, before routing: the same body and headers
+    as ``error_response``."""
     return {
-        "statusCode": int(HTTPStatus.UNSUPPORTED_MEDIA_TYPE),
-        "headers": {"Content-Type": "application/json", "Cache-Control": "no-store"},
-        "body": body,
+        "statusCode": int(status),
+        "headers": {"Content-Type": content_types.APPLICATION_JSON, "Cache-Control": NO_STORE},
+        "body": serialize({"message": message}),
         "isBase64Encoded": False,
     }
 
@@ -227,7 +279,11 @@ def resolve(
     for ``-d``) into form fields and report the JSON's fields as missing; a 415 that
     says what to send is clearer, so it is answered here, before routing.
     """
-    response = _not_json(event) or app.resolve(event, context)
+    normalized = _with_json_content_type(event)
+    if normalized is None:
+        response = _error_event(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, NOT_JSON)
+    else:
+        response = app.resolve(normalized, context)
     status = int(response.get("statusCode", 500))
     metrics.add_metric(name=f"Status{status // 100}xx", unit=MetricUnit.Count, value=1)
     return response

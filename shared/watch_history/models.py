@@ -19,15 +19,24 @@ from pydantic import (
     Field,
     PlainSerializer,
     StringConstraints,
+    ValidationError,
+    WithJsonSchema,
     model_validator,
 )
 from pydantic.alias_generators import to_camel
 
-ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
+# 1 to 128 of A-Z a-z 0-9 . _ : - and not only dots: "." and ".." are path segments
+# that no URL can carry as an id (clients and proxies resolve them away). No lookahead:
+# pydantic-core's regex engine has none, hence "at least one non-dot" spelled out.
+ID_PATTERN = r"^[A-Za-z0-9._:-]*[A-Za-z0-9_:-][A-Za-z0-9._:-]*$"
+ID_MAX_LENGTH = 128
+ID_RULE = "not a valid id: use 1 to 128 of A-Z a-z 0-9 . _ : -, not only dots"
 MAX_ASSET_IDS = 100
+MAX_BATCH_UPDATES = 100
 
-Id = Annotated[str, StringConstraints(pattern=ID_PATTERN)]
-"""Profile, asset, device, sport, series, team and show ids: ``[A-Za-z0-9._:-]{1,128}``."""
+Id = Annotated[str, StringConstraints(max_length=ID_MAX_LENGTH, pattern=ID_PATTERN)]
+"""Profile, asset, device, sport, series, team and show ids: 1 to 128 of
+``[A-Za-z0-9._:-]``, not only dots."""
 
 Title = Annotated[str, StringConstraints(min_length=1, max_length=256, strip_whitespace=True)]
 AssetTypeName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_-]{0,31}$")]
@@ -35,6 +44,18 @@ AssetTypeName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_-]{0,31
 
 Seconds = Annotated[float, Field(allow_inf_nan=False)]
 """A finite number of seconds (NaN and infinities are refused)."""
+
+
+def describe(exc: ValidationError) -> str:
+    """A validation error as one line, ``field: message; ...``: what the APIs say."""
+    parts = []
+    for error in exc.errors(include_url=False, include_input=False):
+        text = str(error["msg"]).removeprefix("Value error, ")
+        if (error.get("ctx") or {}).get("pattern") == ID_PATTERN:
+            text = ID_RULE
+        where = ".".join(str(part) for part in error["loc"])
+        parts.append(f"{where}: {text}" if where else text)
+    return "; ".join(parts) or "invalid"
 
 
 def epoch_ms(value: datetime) -> int:
@@ -66,6 +87,25 @@ EventTime = Annotated[
     AwareDatetime,
     Field(gt=datetime(2000, 1, 1, tzinfo=UTC), lt=datetime(3000, 1, 1, tzinfo=UTC)),
     PlainSerializer(rfc3339_ms, return_type=str),
+    # What the document says it accepts: what the lines above accept.
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string", "format": "date-time"},
+                {
+                    "type": "integer",
+                    "exclusiveMinimum": 946_684_800_000,
+                    "exclusiveMaximum": 32_503_680_000_000,
+                },
+            ],
+            "description": (
+                "RFC 3339 with an offset, or epoch milliseconds; after 2000-01-01T00:00Z "
+                "and before 3000-01-01T00:00Z (epoch seconds are refused, not guessed). "
+                "Further ahead of the server's clock than MAX_FUTURE_SKEW_SECONDS: 400."
+            ),
+        },
+        mode="validation",
+    ),
 ]
 """When a player saw a position: RFC 3339 with an offset, or epoch milliseconds."""
 
@@ -94,7 +134,8 @@ class EventType(StrEnum):
 class Status(StrEnum):
     ALL = "all"
     IN_PROGRESS = "in_progress"
-    COMPLETED = "completed"
+    COMPLETED = "completed"  # completed as of its last watch (a rewatch is not)
+    EVER_COMPLETED = "ever_completed"  # completed at some time: has completedAt
 
 
 class AssetInfo(_Schema):
@@ -111,16 +152,63 @@ class AssetInfo(_Schema):
 
 
 class ProgressBody(_Schema):
-    """A progress update without its ids: the body of ``PUT .../history/{assetId}``."""
+    """A progress update without its ids: the body of ``PUT .../history/{assetId}``.
 
-    position: Annotated[Seconds, Field(ge=0, le=1e7)] = Field(description="seconds into the asset")
+    "Mark as watched": ``eventType: complete``, or ``completedAt`` (when it was watched;
+    it is then the update's eventTime), with no position needed.
+    """
+
+    position: Annotated[Seconds, Field(ge=0, le=1e7)] | None = Field(
+        None,
+        description="seconds into the asset; required unless marking as watched "
+        "(eventType complete or completedAt: default duration, else 0)",
+    )
     duration: Annotated[Seconds, Field(gt=0, le=1e7)] | None = Field(
         None, description="seconds; absent for live"
     )
-    event_time: EventTime | None = Field(None, description="RFC 3339 or epoch ms; default now")
-    event_type: EventType = EventType.HEARTBEAT
+    event_time: EventTime | None = Field(None, description="default now")
+    event_type: EventType | None = Field(
+        None, description="default heartbeat (complete when completedAt is given)"
+    )
+    completed_at: EventTime | None = Field(
+        None, description="mark as watched at this time (eventTime must then be absent)"
+    )
     device_id: Id | None = None
     asset: AssetInfo | None = None
+
+    @model_validator(mode="after")
+    def _marking_as_watched(self) -> ProgressBody:
+        if self.completed_at is not None:
+            if self.event_time is not None:
+                raise ValueError("give eventTime or completedAt, not both")
+            if self.event_type not in (None, EventType.COMPLETE):
+                raise ValueError("completedAt goes with eventType complete (or none)")
+        elif self.position is None and self.event_type is not EventType.COMPLETE:
+            raise ValueError("position is required unless marking as watched")
+        return self
+
+    def to_update(self, profile_id: str, asset_id: str, now: datetime) -> ProgressUpdate:
+        """The update this body states for one asset (``now``: the default eventTime)."""
+        marking = self.completed_at is not None or self.event_type is EventType.COMPLETE
+        position = self.position
+        if position is None:
+            position = self.duration or 0.0
+        return ProgressUpdate(
+            profile_id=profile_id,
+            asset_id=asset_id,
+            position=position,
+            duration=self.duration,
+            event_time=self.completed_at or self.event_time or now,
+            event_type=EventType.COMPLETE if marking else (self.event_type or EventType.HEARTBEAT),
+            device_id=self.device_id,
+            asset=self.asset,
+        )
+
+
+class BatchUpdate(ProgressBody):
+    """One update of a batch: a ``PUT`` body and its ``assetId``."""
+
+    asset_id: Id
 
 
 class ProgressUpdate(_Schema):
@@ -215,3 +303,53 @@ class HistoryPage(_Schema):
 
     items: list[HistoryItem]
     next_cursor: str | None = None
+
+
+class RecordOutcome(StrEnum):
+    """What recording an update did (the recorder's counts, the write APIs' answers)."""
+
+    APPLIED = "applied"  # newer than what was stored: the item reflects it
+    STALE = "stale"  # not newer (duplicate, replay, late): the stored state stays
+    IGNORED = "ignored"  # at or before a removal of the asset (or a clear): nothing changed
+    INVALID = "invalid"  # refused before the store (the write APIs say why): nothing changed
+
+
+class BatchUpdateResult(_Schema):
+    """The outcome of one update of a batch, in the order they were sent."""
+
+    index: int = Field(description="position of the update in the request")
+    asset_id: str | None = Field(None, description="absent when the update had no valid one")
+    outcome: RecordOutcome
+    reason: str | None = Field(None, description="why the update is invalid")
+
+
+class HistoryChanges(_Schema):
+    """What changed since a token: apply ``reset``, then ``removed``, then ``items``."""
+
+    items: list[HistoryItem] = Field(description="items changed since the token (put each)")
+    removed: list[str] = Field(
+        description="assetIds removed or evicted since the token (drop each)"
+    )
+    reset: bool = Field(
+        description="drop the whole local copy first: no token, or a clear-all since"
+    )
+    next_token: str = Field(description="pass as since on the next sync")
+
+
+class BatchBody(_Schema):
+    """The body of ``POST .../history``: up to MAX_BATCH_UPDATES updates of one profile.
+
+    Each update is checked on its own (``writes.record_updates``): an element that is
+    not a valid ``BatchUpdate`` is reported invalid, with why, and the rest recorded.
+    """
+
+    updates: Annotated[
+        list[Annotated[BatchUpdate | Any, Field(union_mode="left_to_right")]],
+        Field(min_length=1, max_length=MAX_BATCH_UPDATES),
+    ] = Field(description=f"1 to {MAX_BATCH_UPDATES} updates, each a BatchUpdate")
+
+
+class BatchResponse(_Schema):
+    """One result per update, in the order sent."""
+
+    results: list[BatchUpdateResult]

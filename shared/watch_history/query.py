@@ -21,6 +21,7 @@ from watch_history.models import HistoryPage, HistoryQuery, Status
 
 _AT = {name: i for i, name in enumerate(ITEM_FIELDS)}
 _ID, _LAST, _POS, _DONE = _AT["asset_id"], _AT["last_watched_at"], _AT["position"], _AT["completed"]
+_DONE_AT = _AT["completed_at"]
 _SPORT, _SERIES, _TEAMS, _SHOW, _SEASON, _TYPE = (
     _AT["sport"],
     _AT["series"],
@@ -112,6 +113,8 @@ class Selection:
             return False
         if q.status is Status.ALL:
             return True
+        if q.status is Status.EVER_COMPLETED:
+            return _field(values, _DONE_AT) is not None
         completed = bool(_field(values, _DONE))
         if q.status is Status.COMPLETED:
             return completed

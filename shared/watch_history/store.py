@@ -20,7 +20,6 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
-from enum import StrEnum
 from functools import cache
 from pathlib import Path
 from typing import Any, Final
@@ -36,6 +35,7 @@ from redis.exceptions import (
     ResponseError,
 )
 
+from watch_history.changes import ChangeRecords, decode_token, delta
 from watch_history.coalesce import AssetGroup, group_by_profile
 from watch_history.codec import decode_item
 from watch_history.connection import ClientType
@@ -46,29 +46,27 @@ from watch_history.errors import (
     StoreUnavailableError,
 )
 from watch_history.models import (
+    ID_MAX_LENGTH,
     ID_PATTERN,
+    ID_RULE,
     MAX_ASSET_IDS,
+    HistoryChanges,
     HistoryItem,
     HistoryPage,
     HistoryQuery,
     ProgressUpdate,
+    RecordOutcome,
     Status,
     from_epoch_ms,
 )
 from watch_history.query import Selection, decode_all
 from watch_history.settings import Settings
 
+__all__ = ["BatchResult", "HistoryStore", "RecordOutcome", "check_id"]
+
 _ID = re.compile(ID_PATTERN)
 _LUA: Final = Path(__file__).with_name("lua")
 _DAY_MS: Final = 86_400_000
-
-
-class RecordOutcome(StrEnum):
-    """What recording an update did."""
-
-    APPLIED = "applied"  # newer than what was stored: the item reflects it
-    STALE = "stale"  # not newer (duplicate, replay, late): the stored state stays
-    IGNORED = "ignored"  # at or before a removal of the asset (or a clear): nothing changed
 
 
 # The one-letter statuses of record_progress.lua ("x": split, handled by record_stream),
@@ -113,10 +111,8 @@ class BatchResult:
 
 def check_id(kind: str, value: str) -> str:
     """``value`` if it is a valid id, else InvalidInputError naming the kind of id."""
-    if not isinstance(value, str) or not _ID.fullmatch(value):
-        raise InvalidInputError(
-            f"{kind} {value!r} is not a valid id: use 1 to 128 of A-Z a-z 0-9 . _ : -"
-        )
+    if not isinstance(value, str) or len(value) > ID_MAX_LENGTH or not _ID.fullmatch(value):
+        raise InvalidInputError(f"{kind} {value!r} is {ID_RULE}")
     return value
 
 
@@ -309,6 +305,19 @@ class HistoryStore:
 
     def get_item(self, profile_id: str, asset_id: str) -> HistoryItem | None:
         return self.get_items(profile_id, [asset_id]).get(asset_id)
+
+    def changes(self, profile_id: str, since: str | None = None) -> HistoryChanges:
+        """What changed in the profile's history since the token ``since`` (None: all).
+
+        One script call reads the items and every change record at once (see
+        changes.py for what a client does with the answer). InvalidInputError for a
+        malformed or foreign token, TokenExpiredError for one the history can no
+        longer answer.
+        """
+        check_id("profileId", profile_id)
+        stamp = decode_token(profile_id, since) if since else 0
+        reply = self._run("read_changes", profile_id, [])
+        return delta(profile_id, ChangeRecords.from_reply(reply), stamp)
 
     def query(self, profile_id: str, query: HistoryQuery) -> HistoryPage:
         """A page of the profile's history: newest lastWatchedAt first, ties assetId.

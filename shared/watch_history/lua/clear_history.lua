@@ -14,12 +14,18 @@ end
 redis.call('JSON.SET', K, '$.h', '[]')
 redis.call('JSON.SET', K, '$.ids', '[]')
 redis.call('JSON.SET', K, '$.wm', mark)
+-- For the changes feed: a token older than this clear gets "reset" (drop everything);
+-- the removal and eviction records before it say nothing more than that.
+redis.call('JSON.SET', K, '$.wcs', change_stamp())
+redis.call('JSON.SET', K, '$.eid', '[]')
+redis.call('JSON.SET', K, '$.ecs', '[]')
 -- Tombstones at or before the watermark say nothing more than it does.
 local times = get1('$.tts')
 for j = #times, 1, -1 do
   if times[j] <= mark then
     redis.call('JSON.ARRPOP', K, '$.tid', j - 1)
     redis.call('JSON.ARRPOP', K, '$.tts', j - 1)
+    redis.call('JSON.ARRPOP', K, '$.tcs', j - 1)
   end
 end
 return n_items

@@ -17,6 +17,10 @@ local NULL = cjson.null
 local F_ID, F_LAST, F_POS, F_DUR, F_FIRST, F_DONE, F_DONE_AT, F_DEVICE = 1, 2, 3, 4, 5, 6, 7, 8
 local F_TYPE, F_SEASON, F_EPISODE = 9, 15, 16
 local N_FIELDS = 16
+-- After the N_FIELDS fields (codec.CHANGED_POSITION): when the item last changed, as
+-- its change stamp minus its lastWatchedAt (a few digits for a heartbeat, see
+-- change_stamp below). Items written before change stamps existed have none.
+local F_CHANGED = N_FIELDS + 1
 
 local function is_null(v)
   return v == nil or v == NULL
@@ -58,10 +62,12 @@ end
 
 local function pack(item)
   local n = N_FIELDS
-  while n > 0 and is_null(item[n]) do
-    item[n] = nil
-    n = n - 1
-  end
+  if item[F_CHANGED] == nil then
+    while n > 0 and is_null(item[n]) do
+      item[n] = nil
+      n = n - 1
+    end
+  end -- else every field is written (null where missing): the stamp comes after them
   local text = cjson.encode(item)
   for i = n + 1, N_FIELDS do item[i] = NULL end
   return text
@@ -109,19 +115,103 @@ local function tombstone_of(asset_id, tids)
   return 0, -1
 end
 
-local EMPTY_DOC = '{"v":1,"h":[],"ids":[],"tid":[],"tts":[],"wm":0}'
+local EMPTY_DOC = '{"v":2,"h":[],"ids":[],"tid":[],"tts":[],"tcs":[],"wm":0,'
+  .. '"cs":0,"hz":0,"wcs":0,"eid":[],"ecs":[]}'
+
+-- The document's latest change stamp ("cs") as read_head found it: false until
+-- read_head runs, nil when the document predates change stamps (see change_stamp).
+local head_cs = false
 
 -- What every write needs first, in ONE server call: the clear-all watermark, the
--- tombstoned asset ids and the newest item (the one heartbeats usually update).
--- Creates the document when the profile has none. Returns wm, tids, front (packed
--- item text or nil when the history is empty).
+-- tombstoned asset ids and the newest item (the one heartbeats usually update), and
+-- the change stamp. Creates the document when the profile has none. Returns wm, tids,
+-- front (packed item text or nil when the history is empty).
 local function read_head()
-  local raw = redis.call('JSON.GET', K, '$.wm', '$.tid', '$.h[0]')
+  local raw = redis.call('JSON.GET', K, '$.wm', '$.tid', '$.h[0]', '$.cs')
   if not raw then
     redis.call('JSON.SET', K, '$', EMPTY_DOC)
+    head_cs = 0
     return 0, {}, nil
   end
   -- Several paths: an object keyed by path (key order differs between engines).
   local head = cjson.decode(raw)
+  head_cs = head['$.cs'][1]
   return head['$.wm'][1], head['$.tid'][1], head['$.h[0]'][1]
+end
+
+-- --- change stamps: what the changes feed (read_changes.lua) is built on ------------
+--
+-- Every script call that changes a profile takes ONE change stamp, and everything it
+-- changes carries it: items (F_CHANGED), removals (tombstone "tcs"), evictions
+-- ("eid"/"ecs"), a clear ("wcs"). "cs" is the document's latest stamp and becomes the
+-- client's token. A stamp is the server's clock in ms, but strictly greater than the
+-- previous one of the profile:
+--     stamp = max(TIME in ms, cs + 1)
+-- Why not the plain clock: two writes in one millisecond, and a sync between them:
+--     write A at 1000 ms -> cs 1000        (plain clock: A stamped 1000)
+--     client syncs      -> token 1000      (it has A)
+--     write B at 1000 ms -> cs 1001        (plain clock: B stamped 1000, and the next
+--     client syncs since 1000 -> gets B     sync "since 1000" would never return B)
+-- A script runs alone on its shard, so the read of cs, the write and the new cs are
+-- one step; a clock that goes back (failover to a node whose clock is behind) cannot
+-- reuse a stamp either. Scripts replicate their effects, so TIME is allowed here and
+-- replicas store the same stamps.
+--
+-- "hz" (horizon): no token older than it can be answered, because something changed
+-- after it that the document no longer remembers (a tombstone past its TTL, an
+-- eviction record dropped past the cap, or the document's first change: nothing
+-- before it is known). read_changes answers such tokens "gone": the client re-reads.
+
+local stamp = nil
+
+-- A document written before change stamps ("v":1) gets their fields.
+local function add_change_fields()
+  local n = array_len('$.tid') or 0
+  local zeros = {}
+  for j = 1, n do zeros[j] = 0 end
+  redis.call('JSON.SET', K, '$.tcs', n > 0 and cjson.encode(zeros) or '[]')
+  redis.call('JSON.SET', K, '$.eid', '[]')
+  redis.call('JSON.SET', K, '$.ecs', '[]')
+  redis.call('JSON.SET', K, '$.wcs', 0)
+  redis.call('JSON.SET', K, '$.v', 2)
+end
+
+-- This call's change stamp (taken on first use; the document exists by then).
+local function change_stamp()
+  if stamp ~= nil then return stamp end
+  local last = head_cs
+  if last == false then last = get1('$.cs') end
+  stamp = now_ms()
+  if last ~= nil and last > 0 then
+    if last + 1 > stamp then stamp = last + 1 end
+  else
+    if last == nil then add_change_fields() end
+    redis.call('JSON.SET', K, '$.hz', stamp) -- the first change: nothing before is known
+  end
+  redis.call('JSON.SET', K, '$.cs', stamp)
+  return stamp
+end
+
+local function stamp_item(item)
+  item[F_CHANGED] = change_stamp() - item[F_LAST]
+end
+
+-- Tokens older than ``at`` can no longer be answered (something after them is forgotten).
+local function forget_until(at)
+  local horizon = get1('$.hz') or 0
+  if at > horizon then redis.call('JSON.SET', K, '$.hz', at) end
+end
+
+-- The item at ``idx`` is about to be evicted (rule 5): remember it for the changes
+-- feed, at most ``cap`` records (the oldest forgotten first, moving the horizon).
+local function note_evicted(idx, cap)
+  local asset_id = get1('$.ids[' .. idx .. ']')
+  local at = change_stamp()
+  redis.call('JSON.ARRAPPEND', K, '$.eid', cjson.encode(asset_id))
+  local n = redis.call('JSON.ARRAPPEND', K, '$.ecs', at)[1]
+  if n > cap then
+    local oldest = cjson.decode(redis.call('JSON.ARRPOP', K, '$.ecs', 0)[1])
+    redis.call('JSON.ARRPOP', K, '$.eid', 0)
+    forget_until(oldest)
+  end
 end

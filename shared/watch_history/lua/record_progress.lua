@@ -112,6 +112,7 @@ local function evict_overflow()
     local victim = n_items - 1
     local last = item_at(victim)[F_LAST]
     while victim > 0 and item_at(victim - 1)[F_LAST] == last do victim = victim - 1 end
+    note_evicted(victim, max_items) -- the changes feed tells clients to drop it
     remove_at(victim)
     n_items = n_items - 1
   end
@@ -137,6 +138,7 @@ for a = 2, #ARGV do
       item = {asset_id, 0, 0, NULL, u[U_EARLIEST], 0, NULL, NULL}
       for i = #item + 1, N_FIELDS do item[i] = NULL end
       apply_newest(item, u, cutoff)
+      stamp_item(item)
       insert_item(insert_position(item[F_LAST], asset_id, count_items()), item)
       n_items = n_items + 1
       evict_overflow()
@@ -147,6 +149,7 @@ for a = 2, #ARGV do
       if u[U_EARLIEST] < item[F_FIRST] then item[F_FIRST] = u[U_EARLIEST] end
       if u[U_TIME] > item[F_LAST] then
         apply_newest(item, u, cutoff)
+        stamp_item(item)
         -- A newer time moves the item towards the front: find its place before idx.
         local pos = insert_position(item[F_LAST], asset_id, idx)
         if pos == idx then
@@ -162,9 +165,9 @@ for a = 2, #ARGV do
         local before = pack(item)
         copy_asset_fields(item, u, true)
         item[F_DONE_AT] = completed_at(item, u, cutoff)
-        local after = pack(item)
-        if after ~= before or item[F_FIRST] ~= first_before then
-          redis.call('JSON.SET', K, '$.h[' .. idx .. ']', cjson.encode(after))
+        if pack(item) ~= before or item[F_FIRST] ~= first_before then
+          stamp_item(item)
+          redis.call('JSON.SET', K, '$.h[' .. idx .. ']', cjson.encode(pack(item)))
         end
         status = 's'
       end

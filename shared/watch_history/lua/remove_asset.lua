@@ -14,6 +14,7 @@ local ttl_ms = cjson.decode(ARGV[1])[1]
 local _, tids = read_head()
 local now = now_ms()
 local removed = 0
+local stamp_now = change_stamp() -- taken first: it adds "tcs" to a document that predates it
 
 for a = 2, #ARGV do
   local asset_id = ARGV[a]
@@ -28,20 +29,25 @@ for a = 2, #ARGV do
   local old, j = tombstone_of(asset_id, tids)
   if j >= 0 then
     if at > old then redis.call('JSON.SET', K, '$.tts[' .. j .. ']', at) end
+    -- "tcs": when the client should drop it (the changes feed), only if it was there.
+    if idx >= 0 then redis.call('JSON.SET', K, '$.tcs[' .. j .. ']', stamp_now) end
   else
     redis.call('JSON.ARRAPPEND', K, '$.tid', cjson.encode(asset_id))
     redis.call('JSON.ARRAPPEND', K, '$.tts', at)
+    redis.call('JSON.ARRAPPEND', K, '$.tcs', stamp_now)
     tids[#tids + 1] = asset_id
   end
 end
 
 -- Forget tombstones past their time to live (from the end, so indices stay valid).
+-- A change-feed token older than a forgotten removal can no longer be answered.
 local times = get1('$.tts')
 local cutoff = now - ttl_ms
 for j = #times, 1, -1 do
   if times[j] < cutoff then
     redis.call('JSON.ARRPOP', K, '$.tid', j - 1)
     redis.call('JSON.ARRPOP', K, '$.tts', j - 1)
+    forget_until(cjson.decode(redis.call('JSON.ARRPOP', K, '$.tcs', j - 1)[1]))
   end
 end
 return removed
