@@ -15,6 +15,9 @@ answer reads as the API does: a ``HistoryPage`` of validated ``HistoryItem``s. T
 (lua/rules.lua for 2 and 3); tests/test_loadtest.py checks all three against
 tests/model.py.
 
+The store also keeps its changes feed (change stamps, eviction records); models 2 and 3
+do not: the store's figures include that work.
+
 Models 2 and 3 answer the read routes the comparison needs (continue watching, recency,
 by asset ids, sport, sport+series, sport+series+team, show, show+season), first pages
 only: no cursor, no collapse, no asset-type or completed filter (``Unsupported``).
