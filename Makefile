@@ -17,7 +17,7 @@ VALKEY_JSON ?= $(abspath ../shared/engines/valkey-json/libjson.so)
 JSON_MODULES ?= redisjson $(wildcard $(VALKEY_JSON))
 PYTEST := $(PY) -m pytest -n 2 --dist loadfile -q
 
-.PHONY: test test-external lint unit venv demo serve bench bench-recorder bench-reader bench-memory bench-filters loadtest loadtest-quick openapi build clean
+.PHONY: test test-external lint unit venv demo serve soak bench bench-recorder bench-reader bench-memory bench-filters loadtest loadtest-quick openapi build clean
 
 $(VENV)/.installed: shared/requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -64,6 +64,10 @@ SAMPLE_PROFILES ?= 1
 CORS_ORIGINS ?=
 serve: $(VENV)/.installed
 	$(ENGINE) -- $(PY) -m devtools.serve --sample-profiles $(SAMPLE_PROFILES) --cors-origins '$(CORS_ORIGINS)'
+
+## soak: a few minutes of batches and reads on a loopback engine (docs/reliability.md)
+soak: $(VENV)/.installed
+	$(PY) -m devtools.soak
 
 ## bench: the README's numbers (client on core 0, engine on core 1)
 bench: $(VENV)/.installed

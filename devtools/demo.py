@@ -86,8 +86,13 @@ class CountingStore(HistoryStore):
         self.outcomes: Counter[str] = Counter()
         self._lock = threading.Lock()
 
-    def record_stream(self, parts: Iterable[Sequence[tuple[int, ProgressUpdate]]]) -> BatchResult:
-        result = super().record_stream(parts)
+    def record_stream(
+        self,
+        parts: Iterable[Sequence[tuple[int, ProgressUpdate]]],
+        *,
+        deadline: float | None = None,
+    ) -> BatchResult:
+        result = super().record_stream(parts, deadline=deadline)
         with self._lock:
             self.outcomes.update(outcome.value for outcome in result.outcomes.values())
         return result

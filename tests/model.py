@@ -25,6 +25,7 @@ class ModelItem:
     completed_at: int | None = None
     duration: float | None = None
     device: str | None = None
+    device_at: int = 0  # when the device was named
     asset: dict[str, Any] = field(default_factory=dict)
 
     def to_api(self) -> dict[str, Any]:
@@ -85,8 +86,7 @@ class HistoryModel:
         for name, value in asset.items():
             if value is not None and item.asset.get(name) is None:
                 item.asset[name] = value
-        if item.device is None:
-            item.device = u.device_id
+        self._name_device(item, u, t)
         if item.duration is None:
             item.duration = u.duration
         if self.completes(u, item.duration):
@@ -97,8 +97,7 @@ class HistoryModel:
         for name, value in asset.items():
             if value is not None:
                 item.asset[name] = value
-        if u.device_id is not None:
-            item.device = u.device_id
+        self._name_device(item, u, t)
         if u.duration is not None:
             item.duration = u.duration
         item.last = t
@@ -106,6 +105,14 @@ class HistoryModel:
         item.completed = self.completes(u, item.duration)
         if item.completed:
             item.completed_at = max(item.completed_at or 0, t)
+
+    @staticmethod
+    def _name_device(item: ModelItem, u: ProgressUpdate, t: int) -> None:
+        """deviceId: the device of the newest update naming one (ties: the greater id)."""
+        if u.device_id is None:
+            return
+        if item.device is None or (t, u.device_id) > (item.device_at, item.device):
+            item.device, item.device_at = u.device_id, t
 
     def _evict(self) -> None:
         while len(self.items) > self.max_items:

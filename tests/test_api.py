@@ -37,7 +37,8 @@ def apps() -> dict[str, ModuleType]:
 
 @pytest.fixture
 def store(make_store: Callable[..., HistoryStore]) -> Iterator[HistoryStore]:
-    wired = make_store(key_prefix=f"a{uuid.uuid4().hex[:10]}:")
+    # LATER is 10 min ahead: a store whose clock-skew bound (300 s by default) allows it
+    wired = make_store(key_prefix=f"a{uuid.uuid4().hex[:10]}:", max_future_skew_seconds=3_600)
     runtime.set_store(wired)
     yield wired
     runtime.set_store(None)

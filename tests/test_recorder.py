@@ -10,6 +10,7 @@ import base64
 import contextlib
 import json
 import random
+import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
@@ -102,9 +103,13 @@ def drain(sqs: Any, url: str) -> list[dict[str, Any]]:
 
 
 def record(
-    payload: dict[str, Any] | bytes | str, sequence: int, partition_key: str = "p"
+    payload: dict[str, Any] | bytes | str,
+    sequence: int,
+    partition_key: str = "p",
+    arrival: float | None = None,
 ) -> dict[str, Any]:
-    """A Kinesis event record; ``str`` is put in ``data`` as is (for bad base64)."""
+    """A Kinesis event record; ``str`` is put in ``data`` as is (for bad base64).
+    ``arrival``: approximateArrivalTimestamp (epoch seconds), default now."""
     if isinstance(payload, dict):
         data = base64.b64encode(json.dumps(payload).encode()).decode()
     elif isinstance(payload, bytes):
@@ -118,7 +123,7 @@ def record(
             "partitionKey": partition_key,
             "sequenceNumber": seq,
             "data": data,
-            "approximateArrivalTimestamp": 1795200000.0,
+            "approximateArrivalTimestamp": time.time() if arrival is None else arrival,
         },
         "eventSource": "aws:kinesis",
         "eventVersion": "1.0",
@@ -290,8 +295,9 @@ def test_duplicates_and_out_of_order_end_as_applying_one_by_one(
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_random_batches_with_a_removal_inside_end_as_one_by_one(
     recorder: ModuleType,
-    wired: HistoryStore,
     make_store: Callable[..., HistoryStore],
+    prefix: str,
+    queue_url: str,
     seed: int,
 ) -> None:
     """Duplicates, reordering, completions, live assets (no duration) and a removal that
@@ -302,6 +308,9 @@ def test_random_batches_with_a_removal_inside_end_as_one_by_one(
     """
     rng = random.Random(seed)
     now = datetime.now(UTC).replace(microsecond=0)
+    skew = {"max_future_skew_seconds": 2 * 3600}  # records up to 90 min ahead of the removal
+    wired = make_store(key_prefix=prefix, quarantine_queue_url=queue_url, **skew)
+    runtime.set_store(wired)
     profiles = [f"rp-{seed}-{i}" for i in range(5)]
     assets = ["m1", "m2", "e1"]
     live = {(p, a): rng.random() < 0.3 for p in profiles for a in assets}
@@ -322,7 +331,7 @@ def test_random_batches_with_a_removal_inside_end_as_one_by_one(
         if rng.random() < 0.2:
             payloads.append(dict(payload))  # a producer retry
     records = [record(p, i, p["profileId"]) for i, p in enumerate(payloads)]
-    reference = make_store(key_prefix=f"ref{uuid.uuid4().hex[:8]}:")
+    reference = make_store(key_prefix=f"ref{uuid.uuid4().hex[:8]}:", **skew)
     for store in (wired, reference):  # removed "now": older records are ignored, newer land
         store.remove(profiles[0], ["m1", "m2"])
 
@@ -348,6 +357,14 @@ BAD_RECORDS: list[tuple[str, dict[str, Any] | bytes | str, str]] = [
     ("negative position", progress("p-ok", "x", 1795200000000, position=-1), "position"),
     ("seconds, not ms", progress("p-ok", "x", 1795200000), "greater than 2000-01-01"),
     ("no time zone", progress("p-ok", "x", 0) | {"eventTime": "2026-11-20T10:00:00"}, "timezone"),
+    *(
+        (f"5,000-digit {field}", body.replace(b"NUM", b"9" * 5000), "number out of range")
+        for field, body in [
+            ("position", b'{"profileId":"p-ok","assetId":"x","position":NUM,"eventTime":1}'),
+            ("eventTime", b'{"profileId":"p-ok","assetId":"x","position":1,"eventTime":NUM}'),
+            ("season", b'{"profileId":"p-ok","assetId":"x","position":1,"asset":{"season":NUM}}'),
+        ]
+    ),
 ]
 
 
@@ -528,9 +545,9 @@ def test_server_stopping_mid_batch_fails_exactly_the_unapplied_records_and_a_ret
         observer = HistoryStore(store.client, settings)  # reads, not through the seam
         real_pipeline = store._pipeline
 
-        def pipeline(sha: str, calls: Any) -> list[Any]:
+        def pipeline(sha: str, calls: Any, budget: Any) -> tuple[list[Any], list[Any]]:
             calls = list(calls)
-            replies = real_pipeline(sha, calls)
+            replies = real_pipeline(sha, calls, budget)
             chunks.append([key for key, _ in calls])
             if len(chunks) == 1:
                 for key in chunks[0]:

@@ -6,6 +6,7 @@ Every test runs twice: against the standalone server and the 3-primary cluster.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import re
 import threading
@@ -27,7 +28,7 @@ from watch_history.codec import ITEM_FIELDS
 from watch_history.errors import InvalidInputError, StaleUpdateError, StoreUnavailableError
 from watch_history.models import EventType, HistoryQuery, ProgressUpdate, epoch_ms
 from watch_history.settings import Settings
-from watch_history.store import _LUA, HistoryStore, RecordOutcome
+from watch_history.store import _LUA, HistoryStore, RecordOutcome, _script
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 
@@ -177,7 +178,10 @@ def test_removed_asset_is_not_resurrected_by_late_updates(store: HistoryStore, p
     assert store.remove(profile_id, ["m1"]) == 0  # idempotent
 
 
-def test_a_newer_update_after_removal_starts_a_new_item(store: HistoryStore, profile_id: str):
+def test_a_newer_update_after_removal_starts_a_new_item(
+    make_store: Callable[..., HistoryStore], profile_id: str
+):
+    store = make_store(max_future_skew_seconds=86_400)  # an hour ahead of the removal
     store.record_progress(update(profile_id, "m1", NOW - timedelta(hours=3), 100.0))
     store.remove(profile_id, ["m1"])
     tombstone = document(store, profile_id)["tts"][0]
@@ -187,8 +191,11 @@ def test_a_newer_update_after_removal_starts_a_new_item(store: HistoryStore, pro
     assert item.first_watched_at == again  # a new item: its history starts over
 
 
-def test_tombstone_is_at_least_the_removed_items_last_watched(store: HistoryStore, profile_id: str):
-    future = NOW + timedelta(hours=2)  # a clock-skewed player, still within 24 h
+def test_tombstone_is_at_least_the_removed_items_last_watched(
+    make_store: Callable[..., HistoryStore], profile_id: str
+):
+    store = make_store(max_future_skew_seconds=86_400)  # a player 2 h ahead
+    future = NOW + timedelta(hours=2)  # a clock-skewed player, within this store's skew
     store.record_progress(update(profile_id, "m1", future, 100.0))
     store.remove(profile_id, ["m1"])
     assert document(store, profile_id)["tts"] == [epoch_ms(future)]
@@ -260,6 +267,51 @@ def test_oldest_items_go_past_max_items_ties_lowest_asset_id(
 
 # --- rule 6: order independence (property test against a plain-Python model) ------------------
 
+
+def test_the_device_is_the_newest_named_one_in_every_order(store: HistoryStore, profile_id: str):
+    """Watched on the TV, then the phone, then a heartbeat naming no device: the phone,
+    whichever order the three arrive in, collapsed in one batch or one by one."""
+    t = NOW - timedelta(hours=1)
+    sent = [
+        update(profile_id, "m1", t, 10.0, device_id="tv-1"),
+        update(profile_id, "m1", t + timedelta(minutes=1), 20.0, device_id="phone-2"),
+        update(profile_id, "m1", t + timedelta(minutes=2), 30.0),
+    ]
+    for n, order in enumerate(itertools.permutations(sent)):
+        batch, single = f"{profile_id}-b{n}", f"{profile_id}-s{n}"
+        store.record_batch(_for(batch, list(order)))
+        for u in _for(single, list(order)):
+            with contextlib.suppress(StaleUpdateError):
+                store.record_progress(u)
+        for profile in (batch, single):
+            (item,) = items(store, profile)
+            assert (item["deviceId"], item["position"]) == ("phone-2", 30.0), order
+
+
+def test_eviction_keeps_the_same_item_in_every_order(
+    make_store: Callable[..., HistoryStore], profile_id: str
+):
+    """MAX_ITEMS=1 and A@1, A@3, B@2: A is kept with its newest update in every order;
+    its firstWatchedAt is 1 when A@1 arrived before B@2 evicted it, else 3 (rule 6)."""
+    store = make_store(max_items=1)
+    t = NOW - timedelta(hours=1)
+    sent = [
+        update(profile_id, "A", t + timedelta(minutes=1), 1.0),
+        update(profile_id, "A", t + timedelta(minutes=3), 3.0),
+        update(profile_id, "B", t + timedelta(minutes=2), 2.0),
+    ]
+    firsts = set()
+    for n, order in enumerate(itertools.permutations(sent)):
+        profile = f"{profile_id}-{n}"
+        for u in _for(profile, list(order)):
+            with contextlib.suppress(StaleUpdateError):
+                store.record_progress(u)
+        (item,) = items(store, profile)
+        assert (item["assetId"], item["position"]) == ("A", 3.0)
+        firsts.add(item["firstWatchedAt"])
+    assert len(firsts) == 2  # the documented edge: what older updates add can differ
+
+
 ASSETS = ["m1", "m2", "ep-1", "ep-2", "live"]
 
 
@@ -268,7 +320,8 @@ def update_sets(draw: st.DrawFn) -> list[ProgressUpdate]:
     """Updates of a few assets; each asset's description agrees across its updates (it
     describes the asset) though any update may leave it out; times distinct per asset.
     A VOD asset's updates all carry its duration, a live one's none (players know it):
-    completion by progress is judged with the duration known when an update lands."""
+    completion by progress is judged with the duration known when an update lands.
+    Devices differ freely: an asset is watched on two devices, some updates name none."""
     base = NOW - timedelta(days=1)
     out: list[ProgressUpdate] = []
     for asset in draw(st.lists(st.sampled_from(ASSETS), min_size=1, max_size=4, unique=True)):
@@ -280,7 +333,6 @@ def update_sets(draw: st.DrawFn) -> list[ProgressUpdate]:
             "teams": draw(st.sampled_from([None, ["csk", "mi"], ["ars"]])),
             "season": draw(st.sampled_from([None, 1, 2])),
         }
-        device = draw(st.sampled_from([None, "tv-1"]))
         offsets = draw(st.lists(st.integers(0, 3_600_000), min_size=1, max_size=6, unique=True))
         for offset in offsets:
             out.append(
@@ -291,7 +343,7 @@ def update_sets(draw: st.DrawFn) -> list[ProgressUpdate]:
                     duration=duration,
                     event_time=base + timedelta(milliseconds=offset),
                     event_type=draw(st.sampled_from(["heartbeat", "start", "pause", "complete"])),
-                    device_id=device if draw(st.booleans()) else None,
+                    device_id=draw(st.sampled_from([None, "tv-1", "phone-2"])),
                     asset={k: v for k, v in meta.items() if draw(st.booleans())} or None,
                 )
             )
@@ -326,13 +378,59 @@ def test_order_and_duplicates_do_not_change_the_result(
     assert items(store, single_profile) == expected
 
 
+@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+@given(data=st.data(), updates=update_sets(), max_items=st.integers(1, 3))
+def test_with_eviction_the_kept_items_and_their_newest_state_do_not_depend_on_order(
+    make_store: Callable[..., HistoryStore],
+    profile_id: str,
+    data: st.DataObject,
+    updates: list[ProgressUpdate],
+    max_items: int,
+):
+    """Rule 6 with rule 5: which assets stay (the MAX_ITEMS with the newest
+    lastWatchedAt) and each one's newest update (lastWatchedAt, position) are the same
+    whatever the order. What older updates add (firstWatchedAt, completedAt, fields the
+    newest lacks) is not: an evicted asset is forgotten, so an older update of it that
+    arrives after its eviction starts a new item, while one that arrived before is
+    merged. (MAX_ITEMS=1, A@1, A@3, B@2: A's firstWatchedAt is 1 or 3.) Keeping it true
+    would mean remembering evicted assets, which is what the bound is there to stop."""
+    store = make_store(max_items=max_items)
+    order_a = data.draw(st.permutations(updates))
+    order_b = data.draw(st.permutations(updates))
+    run = uuid.uuid4().hex[:8]
+    batch_profile, single_profile = f"{profile_id}-{run}-b", f"{profile_id}-{run}-s"
+    store.record_batch(_for(batch_profile, order_a))
+    for u in _for(single_profile, order_b):
+        with contextlib.suppress(StaleUpdateError):
+            store.record_progress(u)
+
+    newest: dict[str, ProgressUpdate] = {}
+    for u in updates:
+        if u.asset_id not in newest or u.event_time > newest[u.asset_id].event_time:
+            newest[u.asset_id] = u
+    # rule 5: the oldest go first, ties the lowest assetId; shown newest first, ties by id
+    kept = sorted(newest.values(), key=lambda u: (u.event_ms, u.asset_id))[-max_items:]
+    kept.sort(key=lambda u: (-u.event_ms, u.asset_id))
+    expected = [(u.asset_id, u.event_ms, u.position) for u in kept]
+    for profile in (batch_profile, single_profile):
+        got = [
+            (i["assetId"], epoch_ms(datetime.fromisoformat(i["lastWatchedAt"])), i["position"])
+            for i in items(store, profile)
+        ]
+        assert got == expected
+
+
 @settings(max_examples=20, deadline=None, suppress_health_check=list(HealthCheck))
 @given(data=st.data(), updates=update_sets())
 def test_collapsed_batches_equal_one_by_one_with_removals_in_between(
-    store: HistoryStore, profile_id: str, data: st.DataObject, updates: list[ProgressUpdate]
+    make_store: Callable[..., HistoryStore],
+    profile_id: str,
+    data: st.DataObject,
+    updates: list[ProgressUpdate],
 ):
     """Batches separated by removals, some of them falling between the records of one
     collapsed update (the "split" path): the same end state as the model's."""
+    store = make_store(max_future_skew_seconds=86_400)  # times up to 23.5 h ahead
     profile = f"{profile_id}-{uuid.uuid4().hex[:8]}"
     # times around the server's now, so removals (tombstone = now) fall among them
     now = datetime.now(UTC)
@@ -502,6 +600,7 @@ def test_lua_and_python_agree_on_the_item_layout():
         "F_TYPE": "asset_type",
         "F_SEASON": "season",
         "F_EPISODE": "episode",
+        "F_DEVICE_AT": "device_at",
     }
     for lua, python in lua_names.items():
         assert positions[lua] == ITEM_FIELDS.index(python) + 1, lua
@@ -532,14 +631,14 @@ def test_a_batch_costs_one_script_call_per_profile_and_a_round_trip_per_chunk(
         for k in range(5)
         for p in range(300)
     ]
-    store.record_batch([batch[0]])  # the script is loaded: NOSCRIPT retries do not count
     client = store.client
     nodes = (
         [client.get_redis_connection(n) for n in client.get_primaries()]
         if isinstance(client, RedisCluster)
         else [client]
     )
-    for node in nodes:
+    for node in nodes:  # the script is loaded everywhere: NOSCRIPT retries do not count
+        node.script_load(_script("record_progress").source)
         node.config_resetstat()
     result = store.record_batch(batch)
     calls = sum(

@@ -2,8 +2,9 @@
 
 Thin on purpose: Powertools' batch processing with ``KinesisRecorder``
 (watch_history/recorder.py), which decodes each record, writes the whole batch with
-one ``HistoryStore.record_batch``, quarantines bad input and reports the records the
-store could not take as batch item failures (``ReportBatchItemFailures``)::
+one ``HistoryStore.record_stream`` within the invocation's deadline (from ``context``),
+quarantines bad input and reports the records the store could not take as batch item
+failures (``ReportBatchItemFailures``)::
 
     {"batchItemFailures": [{"itemIdentifier": "<sequenceNumber>"}, ...]}
 """

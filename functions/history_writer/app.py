@@ -31,7 +31,7 @@ import binascii
 import json
 from datetime import UTC, datetime
 from http import HTTPMethod, HTTPStatus
-from typing import Annotated, Any
+from typing import Annotated, Any, Final
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.event_handler import Response
@@ -99,9 +99,23 @@ def _parse_body(text: str) -> Any:
     if size > limit:
         raise PayloadTooLargeError(f"the body is {size} bytes; at most {limit} are accepted")
     try:
-        return json.loads(text)
+        return json.loads(text, parse_int=_bounded_int)
     except RecursionError:
         raise BodyNotJsonError("the body nests too deeply to be a progress update") from None
+
+
+MAX_INT_DIGITS: Final = 32
+"""No field takes a longer integer (epoch ms have 13 digits). Longer ones are refused
+before Python converts them: past 4,300 digits ``int()`` raises ValueError (a 500)."""
+
+
+def _bounded_int(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_INT_DIGITS:
+        raise BodyNotJsonError(
+            f"a number in the body has {len(text.lstrip('-'))} digits; "
+            f"at most {MAX_INT_DIGITS} are accepted"
+        )
+    return int(text)
 
 
 app = HistoryResolver(enable_validation=True, json_body_deserializer=_parse_body)

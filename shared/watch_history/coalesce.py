@@ -4,7 +4,8 @@ Ten heartbeats of one match in a batch cost the server one item read and one wri
 instead of ten. The collapsed update carries what the older records still contribute
 under the rules (store.py), so the end state is the one of applying each record in
 turn: the newest record's state, the earliest time (firstWatchedAt), the newest time an
-older record completed the asset (completedAt), and asset fields the newest lacks.
+older record completed the asset (completedAt), asset fields the newest lacks, and the
+device of the newest record that names one (with that record's time).
 
 Asset fields describe the asset, so every record of one asset carries the same values
 or none; if a producer sends conflicting values for one asset, the newest record's win.
@@ -15,6 +16,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from operator import attrgetter
 
 from watch_history.models import EventType, ProgressUpdate
@@ -100,6 +102,7 @@ def collapse(updates: Sequence[ProgressUpdate], completion_threshold: float) -> 
             newest_ms,
             None,
             None,
+            None,
         ]
     # The newest wins; among equal times the first to arrive (a later equal one is a
     # no-op): max() keeps the first of equal maxima. Datetimes compare in C; epoch ms
@@ -107,8 +110,8 @@ def collapse(updates: Sequence[ProgressUpdate], completion_threshold: float) -> 
     newest = max(updates, key=_event_time)
     newest_ms = newest.event_ms
     asset = _asset_values(newest)
-    duration, device = newest.duration, newest.device_id
-    if duration is None or device is None or None in asset:
+    duration = newest.duration
+    if duration is None or None in asset:
         # Optional fields the newest lacks: from the newest of the others that has them.
         asset = list(asset)
         for update in sorted(updates, key=_event_time, reverse=True):
@@ -116,11 +119,18 @@ def collapse(updates: Sequence[ProgressUpdate], completion_threshold: float) -> 
                 continue
             if duration is None:
                 duration = update.duration
-            if device is None:
-                device = update.device_id
             for k, value in enumerate(_asset_values(update)):
                 if asset[k] is None:
                     asset[k] = value
+    # The device: named by the newest record that names one (equal times: the greater
+    # id), as record_progress.lua's take_device decides; with its time when older.
+    device, device_ms = newest.device_id, None
+    named = [u for u in updates if u.device_id is not None]
+    if named:
+        by_device = max(named, key=_device_key)
+        device = by_device.device_id
+        if by_device.event_time != newest.event_time:
+            device_ms = by_device.event_ms
 
     last_completing: int | None = None
     undecided: list[list[float | int]] = []
@@ -147,4 +157,9 @@ def collapse(updates: Sequence[ProgressUpdate], completion_threshold: float) -> 
         min(updates, key=_event_time).event_ms,
         last_completing,
         undecided or None,
+        device_ms,
     ]
+
+
+def _device_key(update: ProgressUpdate) -> tuple[datetime, str]:
+    return update.event_time, update.device_id or ""

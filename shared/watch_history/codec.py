@@ -71,6 +71,9 @@ ITEM_FIELDS: Final[tuple[str, ...]] = (
     "show",
     "season",
     "episode",
+    # internal, not in the API: when device_id was named, if not at last_watched_at
+    # (rule 2); null in the common case (5 bytes: the change stamp comes after it)
+    "device_at",
 )
 
 CHANGED_POSITION: Final = len(ITEM_FIELDS)
@@ -100,6 +103,7 @@ def items_from_values(many: list[list[Any]]) -> list[HistoryItem]:
     rows = []
     for values in many:
         fields = dict(zip(ITEM_FIELDS, values, strict=False))
+        fields.pop("device_at", None)
         fields["completed"] = bool(fields.get("completed"))
         duration = fields.get("duration")
         if duration:

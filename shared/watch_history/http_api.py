@@ -25,9 +25,10 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel, Field
 
-from watch_history.auth import ForbiddenError, NotAuthenticatedError, authorize
+from watch_history.auth import ForbiddenError, NotAuthenticatedError, authorize, event_authorizer
 from watch_history.errors import (
     ConfigurationError,
+    HistoryError,
     InvalidInputError,
     StoreUnavailableError,
     TokenExpiredError,
@@ -226,9 +227,36 @@ def authorized_store(app: APIGatewayHttpResolver, profile_id: str) -> HistorySto
     Raises ``NotAuthenticatedError`` (401) or ``ForbiddenError`` (403).
     """
     store = get_store()
-    claims = app.current_event.request_context.authorizer.jwt_claim
-    authorize(claims, profile_id, store.settings)
+    claims, scopes = event_authorizer(app.current_event.raw_event)
+    authorize(claims, profile_id, store.settings, scopes)
     return store
+
+
+def _not_authorized(event: dict[str, Any]) -> dict[str, Any] | None:
+    """A 401/403 response when the caller may not touch the path's profile, decided
+    before Powertools validates the rest of the request (its validation runs before any
+    middleware): another profile's ``limit=0`` is a 403, not a 422. None when allowed,
+    when the path names no profile, or when the settings cannot be had (the route then
+    answers), and for a CORS preflight. The profile is read from ``rawPath`` as the
+    routes read it (every route is ``/profiles/<profileId>/...``; decoded once, as
+    ``HistoryResolver`` decodes it)."""
+    segments = str(event.get("rawPath") or "").split("/")
+    http = (event.get("requestContext") or {}).get("http") or {}
+    if len(segments) < 4 or segments[1] != "profiles" or http.get("method") == "OPTIONS":
+        return None  # no profile, or a CORS preflight (it carries no token)
+    profile_id = unquote(segments[2])
+    try:
+        settings = get_store().settings
+    except HistoryError:
+        return None
+    claims, scopes = event_authorizer(event)
+    try:
+        authorize(claims, profile_id, settings, scopes)
+    except NotAuthenticatedError as exc:
+        return _error_event(HTTPStatus.UNAUTHORIZED, str(exc), {"WWW-Authenticate": "Bearer"})
+    except ForbiddenError as exc:
+        return _error_event(HTTPStatus.FORBIDDEN, str(exc))
+    return None
 
 
 NOT_JSON: Final = "send the body as application/json"
@@ -259,12 +287,18 @@ def _with_json_content_type(event: dict[str, Any]) -> dict[str, Any] | None:
     return {**event, "headers": {**headers, name: spelled}}
 
 
-def _error_event(status: HTTPStatus, message: str) -> dict[str, Any]:
+def _error_event(
+    status: HTTPStatus, message: str, headers: dict[str, str] | None = None
+) -> dict[str, Any]:
     """An error as a payload 2.0 response, before routing: the same body and headers
     as ``error_response``."""
     return {
         "statusCode": int(status),
-        "headers": {"Content-Type": content_types.APPLICATION_JSON, "Cache-Control": NO_STORE},
+        "headers": {
+            "Content-Type": content_types.APPLICATION_JSON,
+            "Cache-Control": NO_STORE,
+            **(headers or {}),
+        },
         "body": serialize({"message": message}),
         "isBase64Encoded": False,
     }
@@ -279,11 +313,13 @@ def resolve(
     for ``-d``) into form fields and report the JSON's fields as missing; a 415 that
     says what to send is clearer, so it is answered here, before routing.
     """
-    normalized = _with_json_content_type(event)
-    if normalized is None:
-        response = _error_event(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, NOT_JSON)
-    else:
-        response = app.resolve(normalized, context)
+    response = _not_authorized(event)
+    if response is None:
+        normalized = _with_json_content_type(event)
+        if normalized is None:
+            response = _error_event(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, NOT_JSON)
+        else:
+            response = app.resolve(normalized, context)
     status = int(response.get("statusCode", 500))
     metrics.add_metric(name=f"Status{status // 100}xx", unit=MetricUnit.Count, value=1)
     return response

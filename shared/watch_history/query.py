@@ -63,7 +63,9 @@ class Cursor:
         except (binascii.Error, ValueError, TypeError, UnicodeDecodeError):
             raise InvalidInputError("cursor is malformed: pass nextCursor as returned") from None
         if bound_to != query_hash:
-            raise InvalidInputError("cursor belongs to another query: keep the same filters")
+            raise InvalidInputError(
+                "cursor belongs to another query or profile: keep the same filters and profile"
+            )
         return cls(last, asset_id, query_hash)
 
 
@@ -82,18 +84,22 @@ def decode_all(packed_items: Iterable[str | bytes]) -> list[list[Any]]:
 class Selection:
     """The items of one profile that a query selects, in history order."""
 
-    def __init__(self, query: HistoryQuery, min_resume_seconds: float) -> None:
+    def __init__(
+        self, query: HistoryQuery, min_resume_seconds: float, profile_id: str = ""
+    ) -> None:
         self.query = query
         self.min_resume_seconds = min_resume_seconds
         self.filter_key = query.filter_key()
+        self.profile_id = profile_id
         self.after = Cursor.decode(query.cursor, self.hash) if query.cursor else None
         self._teams = frozenset(query.teams or ())
         self._ids = frozenset(query.asset_ids or ())
 
     @cached_property
     def hash(self) -> str:
-        """What cursors of this query are bound to (only computed when one is used)."""
-        return query_hash(self.filter_key)
+        """What cursors of this query are bound to: its filters and the profile (a cursor
+        of one profile is refused on another). Only computed when a cursor is used."""
+        return query_hash(f"{self.profile_id}\n{self.filter_key}")
 
     def matches(self, values: list[Any]) -> bool:
         q = self.query

@@ -15,8 +15,13 @@ How a batch goes (Powertools' ``BatchProcessor`` with its partial-response contr
    server applies one chunk while the next is decoded.
 3. Each record gets its disposition: applied / stale / ignored (done), quarantined
    (bad input: sent to the quarantine queue, never retried), or failed (the store was
-   unavailable, or the quarantine send failed: reported by sequence number as a batch
-   item failure, so Lambda retries it; writes are idempotent).
+   unavailable, the invocation's deadline came first, or the quarantine send failed:
+   reported by sequence number as a batch item failure, so Lambda retries it; writes
+   are idempotent). Nothing the store raises leaves the handler.
+
+The deadline is the Lambda context's remaining time less ``DEADLINE_MARGIN_SECONDS``:
+``record_stream`` starts no round trip that could end after it and sends nothing more
+to a node that timed out; the margin is kept for the quarantine and the response.
 
 The quarantine message (JSON) carries the record's data exactly as received (base64),
 its shard, sequence number, partition key and the reason; ``python -m
@@ -322,6 +327,7 @@ class KinesisRecorder(BatchProcessor):
         self.report = BatchReport()
         self._rejected: dict[int, str] = {}
         self._errors: dict[int, Exception] = {}
+        self._current_store: HistoryStore | None = None
 
     def _prepare(self) -> None:
         super()._prepare()
@@ -334,33 +340,64 @@ class KinesisRecorder(BatchProcessor):
         update: ProgressUpdate = self.handler(record=KinesisStreamRecord(record))
         return update
 
-    def _decoded_parts(self, profiles_per_part: int) -> Iterator[list[tuple[int, ProgressUpdate]]]:
+    def _decoded_parts(
+        self, store: HistoryStore | None, deadline: float | None
+    ) -> Iterator[list[tuple[int, ProgressUpdate]]]:
         """The batch's valid updates as (record index, update), decoded part by part.
 
         Records are grouped by partition key (the producers' key is the profileId), so
         each part holds every record of its profiles: ``record_stream`` sends a part to
         the server while the next one is decoded here. Bad records are staged in
-        ``_rejected`` (quarantine) and ``_errors`` (retry) on the way.
+        ``_rejected`` (quarantine) and ``_errors`` (retry) on the way; an eventTime later
+        than the record's arrival on the stream plus ``MAX_FUTURE_SKEW_SECONDS`` is bad
+        input (checked only with a ``store``: without one every valid record is retried
+        anyway). Past ``deadline`` nothing more is decoded (those records are retried).
         """
         by_key: dict[Any, list[int]] = {}
         for index, record in enumerate(self.records):
             by_key.setdefault((record.get("kinesis") or {}).get("partitionKey"), []).append(index)
         keys = list(by_key.values())
+        profiles_per_part = store.settings.pipeline_profiles if store else len(keys) or 1
         for start in range(0, len(keys), profiles_per_part):
+            if deadline is not None and time.monotonic() >= deadline:
+                return
             part: list[tuple[int, ProgressUpdate]] = []
             for indices in keys[start : start + profiles_per_part]:
                 for index in indices:
+                    record = self.records[index]
                     try:
-                        part.append((index, self._process_record(self.records[index])))
+                        update = self._process_record(record)
+                        if store is not None:
+                            latest = store.latest_event_time(_arrival_ms(record))
+                            store.check_event_time(update, latest)
                     except InvalidInputError as exc:
                         self._rejected[index] = str(exc)
                     except Exception as exc:  # a bug on one record: retry it, keep going
                         self._errors[index] = exc
+                    else:
+                        part.append((index, update))
             yield part
 
     def process(self) -> list[tuple[Any, ...]]:
         with cyclic_gc_paused():
             return self._process_batch()
+
+    def _deadline(self) -> float | None:
+        """``time.monotonic()`` by which the batch must be written and quarantined: the
+        invocation's timeout less ``DEADLINE_MARGIN_SECONDS`` (None without a context)."""
+        context = getattr(self, "lambda_context", None)
+        if context is None:
+            return None
+        try:
+            remaining_ms = float(context.get_remaining_time_in_millis())
+        except (AttributeError, TypeError, ValueError):
+            return None
+        settings = self._settings_of()
+        return time.monotonic() + remaining_ms / 1000 - settings.deadline_margin_seconds
+
+    def _settings_of(self) -> Settings:
+        store = self._current_store
+        return store.settings if store is not None else self._settings()
 
     def _process_batch(self) -> list[tuple[Any, ...]]:
         started = time.perf_counter()
@@ -371,20 +408,33 @@ class KinesisRecorder(BatchProcessor):
             store: HistoryStore | None = self._store()
         except StoreUnavailableError as exc:  # the cluster did not answer at cold start
             store = None
-            for part in self._decoded_parts(count or 1):
-                for index, _ in part:
-                    dispositions[index] = Disposition.FAILED
-                    reasons[index] = f"{type(exc).__name__}: {exc}"
+            unavailable = f"{type(exc).__name__}: {exc}"
+        self._current_store = store
+        deadline = self._deadline()
         rejected = self._rejected
         if store is not None:
-            self._write(store, dispositions, reasons, rejected)
+            self._write(store, deadline, dispositions, reasons, rejected)
+        else:
+            for part in self._decoded_parts(None, deadline):
+                for index, _ in part:
+                    dispositions[index] = Disposition.FAILED
+                    reasons[index] = unavailable
         if rejected:
-            settings = store.settings if store is not None else self._settings()
-            self._send_to_quarantine(self._quarantine(settings), rejected, dispositions, reasons)
+            if deadline is not None and time.monotonic() >= deadline:
+                for index, reason in rejected.items():
+                    dispositions[index] = Disposition.FAILED
+                    reasons[index] = f"{reason} (not quarantined: the deadline is near)"
+            else:
+                quarantine = self._quarantine(self._settings_of())
+                self._send_to_quarantine(quarantine, rejected, dispositions, reasons)
         for index, error in self._errors.items():
             dispositions[index] = Disposition.FAILED
             reasons[index] = f"unexpected {type(error).__name__}: {error}"
             self._log.exception("record handler failed", exc_info=error)
+        for index, disposition in enumerate(dispositions):
+            if disposition is None:  # not decoded or not sent before the deadline
+                dispositions[index] = Disposition.FAILED
+                reasons.setdefault(index, "not processed: the invocation's deadline is near")
 
         entries: list[tuple[Any, ...]] = []
         for index, (record, disposition) in enumerate(zip(self.records, dispositions, strict=True)):
@@ -404,12 +454,21 @@ class KinesisRecorder(BatchProcessor):
     def _write(
         self,
         store: HistoryStore,
+        deadline: float | None,
         dispositions: list[Disposition | None],
         reasons: dict[int, str],
         rejected: dict[int, str],
     ) -> None:
         """Decode and write the batch, overlapped; each record's outcome or error."""
-        result = store.record_stream(self._decoded_parts(store.settings.pipeline_profiles))
+        try:
+            result = store.record_stream(self._decoded_parts(store, deadline), deadline=deadline)
+        except Exception as exc:  # record_stream does not raise; if it ever does: retry all
+            self._log.exception("recording the batch failed")
+            for index in range(len(self.records)):
+                if index not in rejected and index not in self._errors:
+                    dispositions[index] = Disposition.FAILED
+                    reasons[index] = f"unexpected {type(exc).__name__}: {exc}"
+            return
         self.report.round_trips = result.round_trips
         for index, outcome in result.outcomes.items():
             dispositions[index] = _FROM_OUTCOME[outcome]
@@ -474,6 +533,17 @@ class KinesisRecorder(BatchProcessor):
             ]
             level = self._log.error if counts[Disposition.FAILED] else self._log.warning
             level("records quarantined or failed", extra={**context, "samples": samples})
+
+
+def _arrival_ms(record: Mapping[str, Any]) -> int | None:
+    """When Kinesis received the record (approximateArrivalTimestamp, epoch seconds), ms."""
+    arrival = (record.get("kinesis") or {}).get("approximateArrivalTimestamp")
+    if isinstance(arrival, int | float) and not isinstance(arrival, bool) and arrival > 0:
+        try:
+            return int(arrival * 1000)
+        except (OverflowError, ValueError):  # inf, nan
+            return None
+    return None
 
 
 class _RecordFailed(Exception):

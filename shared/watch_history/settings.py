@@ -44,7 +44,10 @@ class Settings(BaseSettings):
     min_resume_seconds: Annotated[float, Field(ge=0)] = 30.0
     max_items: Annotated[int, Field(ge=1, le=10_000)] = 200
     tombstone_ttl_days: Annotated[float, Field(gt=0)] = 30.0
-    max_future_skew_seconds: Annotated[int, Field(ge=0)] = 86_400
+    max_future_skew_seconds: Annotated[int, Field(ge=0, le=86_400)] = Field(
+        300,
+        description="an eventTime later than its arrival (or now) by more is refused",
+    )
 
     # --- reads ------------------------------------------------------------------------
     read_prefix_items: Annotated[int, Field(ge=1, le=10_000)] = Field(
@@ -55,6 +58,12 @@ class Settings(BaseSettings):
     # --- writes -----------------------------------------------------------------------
     pipeline_profiles: Annotated[int, Field(ge=1, le=100_000)] = Field(
         500, description="profiles per pipelined round trip when recording a batch"
+    )
+
+    deadline_margin_seconds: Annotated[float, Field(ge=0, le=60)] = Field(
+        2.0,
+        description="recorder: time kept at the end of an invocation to report and "
+        "quarantine; no round trip starts that could end inside it",
     )
 
     # --- handlers ---------------------------------------------------------------------

@@ -144,9 +144,14 @@ class HistoryStore:
         """The profile's key. The ``{hash tag}`` keeps every command on one cluster slot."""
         return f"{self.settings.key_prefix}{{{check_id('profileId', profile_id)}}}"
 
-    def latest_event_time(self) -> datetime:
-        """The latest eventTime accepted now (``MAX_FUTURE_SKEW_SECONDS`` ahead)."""
-        return from_epoch_ms(self._clock_ms() + self.settings.max_future_skew_seconds * 1000)
+    def latest_event_time(self, received_ms: int | None = None) -> datetime:
+        """The latest eventTime accepted for an update received at ``received_ms`` (epoch
+        ms: Kinesis' approximateArrivalTimestamp; default now): the earlier of that and
+        this clock, plus ``MAX_FUTURE_SKEW_SECONDS``. Device clocks are not trusted: an
+        update dated later could hold its item "stale" against true progress."""
+        now = self._clock_ms()
+        received = now if received_ms is None else min(received_ms, now)
+        return from_epoch_ms(received + self.settings.max_future_skew_seconds * 1000)
 
     def check_update(self, update: ProgressUpdate, latest: datetime | None = None) -> None:
         """InvalidInputError if the update can never be accepted (beyond its schema).
@@ -155,10 +160,14 @@ class HistoryStore:
         """
         check_id("profileId", update.profile_id)
         check_id("assetId", update.asset_id)
-        if update.event_time > (latest or self.latest_event_time()):
+        self.check_event_time(update, latest or self.latest_event_time())
+
+    def check_event_time(self, update: ProgressUpdate, latest: datetime) -> None:
+        """InvalidInputError if the update's eventTime is later than ``latest``."""
+        if update.event_time > latest:
             raise InvalidInputError(
                 f"eventTime {update.event_time.isoformat()} is more than "
-                f"{self.settings.max_future_skew_seconds} s in the future"
+                f"{self.settings.max_future_skew_seconds} s in the future of when it was received"
             )
 
     # --- writes -------------------------------------------------------------------------
@@ -192,7 +201,12 @@ class HistoryStore:
         """
         return self.record_stream([list(enumerate(updates))])
 
-    def record_stream(self, parts: Iterable[Sequence[tuple[int, ProgressUpdate]]]) -> BatchResult:
+    def record_stream(
+        self,
+        parts: Iterable[Sequence[tuple[int, ProgressUpdate]]],
+        *,
+        deadline: float | None = None,
+    ) -> BatchResult:
         """``record_batch`` for updates that arrive in parts, as (index, update) pairs.
 
         Each part is collapsed and sent (one writer thread, round trips in order) while
@@ -201,9 +215,16 @@ class HistoryStore:
         profile in one part to keep to one script call per profile; splitting a profile
         across parts costs a round trip, not correctness (the rules do not depend on
         order). The result is keyed by the callers' indices.
+
+        ``deadline`` (``time.monotonic()``): when the caller must be done sending (the
+        recorder's Lambda timeout less ``DEADLINE_MARGIN_SECONDS``). No round trip starts
+        later than one worst-case round trip (connect + socket timeout) before it, and a
+        node that timed out gets no more round trips in this call: the updates not sent
+        fail with ``StoreUnavailableError`` (the recorder reports them for retry).
         """
         result = BatchResult()
         latest = self.latest_event_time()
+        budget = _Budget(None if deadline is None else deadline - self._worst_round_trip())
         in_flight: list[_InFlight] = []
         for part in parts:
             valid: list[tuple[int, ProgressUpdate]] = []
@@ -214,15 +235,22 @@ class HistoryStore:
                     result.failures[index] = exc
                 else:
                     valid.append((index, update))
-            in_flight.extend(self._send(list(group_by_profile(valid).items())))
+            in_flight.extend(self._send(list(group_by_profile(valid).items()), budget))
         pending = self._gather(in_flight, result)
         # A removal between the records of one collapsed update (rare) sends them again,
         # one by one, in a second pass.
         while pending:
-            pending = self._gather(self._send(pending), result)
+            pending = self._gather(self._send(pending, budget), result)
         return result
 
-    def _send(self, profiles: list[tuple[str, list[AssetGroup]]]) -> list[_InFlight]:
+    def _worst_round_trip(self) -> float:
+        """Seconds one round trip can take at worst: retries never wait out a timeout
+        (connection.py), so one connect timeout plus one socket timeout."""
+        return self.settings.redis_connect_timeout + self.settings.redis_socket_timeout
+
+    def _send(
+        self, profiles: list[tuple[str, list[AssetGroup]]], budget: _Budget
+    ) -> list[_InFlight]:
         """Queue the profiles' script calls on the writer thread, a round trip per
         ``settings.pipeline_profiles`` profiles."""
         threshold = self.settings.completion_threshold
@@ -234,7 +262,8 @@ class HistoryStore:
                 (profile_id, [self._record_config, *(g.script_argument(threshold) for g in groups)])
                 for profile_id, groups in chunk
             ]
-            sent.append((chunk, self._writer().submit(self._execute, "record_progress", calls)))
+            future = self._writer().submit(self._execute, "record_progress", calls, budget)
+            sent.append((chunk, future))
         return sent
 
     @staticmethod
@@ -242,10 +271,17 @@ class HistoryStore:
         in_flight: list[_InFlight], result: BatchResult
     ) -> list[tuple[str, list[AssetGroup]]]:
         """Wait for the round trips, in order; record outcomes and failures in ``result``.
-        Returns the groups to send again one by one ("split")."""
+        Returns the groups to send again one by one ("split").
+
+        Never raises: a round trip that failed in a way ``_execute`` did not foresee (a
+        bug, an error type redis-py adds) fails its updates, which are retried."""
         split: list[tuple[str, list[AssetGroup]]] = []
         for chunk, future in in_flight:
-            replies = future.result()
+            try:
+                replies = future.result()
+            except Exception as exc:  # not a store failure we know: still only a retry
+                unexpected = StoreUnavailableError(f"unexpected {type(exc).__name__}: {exc}")
+                replies = [unexpected] * len(chunk)
             result.round_trips += 1
             for (profile_id, groups), reply in zip(chunk, replies, strict=True):
                 if isinstance(reply, HistoryError):
@@ -326,7 +362,7 @@ class HistoryStore:
         of it (``settings.read_prefix_items`` items); the whole array is read when the
         prefix does not fill the page, and for later pages (cursor).
         """
-        selection = Selection(query, self.settings.min_resume_seconds)
+        selection = Selection(query, self.settings.min_resume_seconds, profile_id)
         key = self.key(profile_id)
         if query.asset_ids:
             items = self._run("get_items", profile_id, list(dict.fromkeys(query.asset_ids)))
@@ -381,61 +417,89 @@ class HistoryStore:
         return reply
 
     def _execute(
-        self, name: str, calls: Sequence[tuple[str, Sequence[str]]]
+        self,
+        name: str,
+        calls: Sequence[tuple[str, Sequence[str]]],
+        budget: _Budget | None = None,
     ) -> list[Any | HistoryError]:
         """Run script ``name`` once per (profile, args) in one pipelined round trip.
 
-        Each reply is the script's result or a HistoryError for that call. A script the
-        server does not know (NOSCRIPT: first use, or its cache emptied by a failover or
-        restart) is loaded and those calls run again. RedisCluster's pipeline refuses
-        ``evalsha()``; the generic ``execute_command("EVALSHA", ...)`` is routed by key.
+        Each reply is the script's result or a HistoryError for that call: nothing
+        raises. A script a node does not know (NOSCRIPT: first use, or its cache emptied
+        by a failover, a restart or SCRIPT FLUSH) is loaded on that node only, and the
+        calls it refused run again; up to ``SCRIPT_ATTEMPTS`` rounds, so a flush landing
+        between a load and the rerun costs a round, not the calls. A node that cannot
+        load it fails only its own calls. RedisCluster's pipeline refuses ``evalsha()``;
+        the generic ``execute_command("EVALSHA", ...)`` is routed by key.
         """
+        budget = budget or _Budget()
         script = _script(name)
         keys = [self.key(profile_id) for profile_id, _ in calls]
         replies: list[Any | HistoryError] = [None] * len(calls)
         todo = list(range(len(calls)))
-        for attempt in range(2):
-            results = self._pipeline(script.sha, [(keys[i], calls[i][1]) for i in todo])
-            pairs = list(zip(todo, results, strict=True))
-            missing = [i for i, r in pairs if isinstance(r, NoScriptError)]
-            for i, res in pairs:
-                if not isinstance(res, NoScriptError):
+        for attempt in range(SCRIPT_ATTEMPTS):
+            results, nodes = self._pipeline(
+                script.sha, [(keys[i], calls[i][1]) for i in todo], budget
+            )
+            missing: dict[str, tuple[Any, list[int]]] = {}
+            for i, res, node in zip(todo, results, nodes, strict=True):
+                if isinstance(res, NoScriptError):
+                    missing.setdefault(_node_name(node), (node, []))[1].append(i)
+                else:
                     replies[i] = _as_reply(res, keys[i])
-            if not missing:
+            todo = []
+            for node, indices in missing.values():
+                error: HistoryError | None = StoreUnavailableError(
+                    f"script {name} keeps missing on {_node_name(node)} "
+                    f"after {SCRIPT_ATTEMPTS} loads"
+                )
+                if attempt + 1 < SCRIPT_ATTEMPTS:
+                    error = self._load_script(script, node, budget)
+                if error is None:
+                    todo.extend(indices)
+                else:
+                    for i in indices:
+                        replies[i] = error
+            if not todo:
                 break
-            if attempt == 1:
-                for i in missing:
-                    replies[i] = StoreUnavailableError(f"script {name} keeps missing on the server")
-                break
-            self._load_script(script)
-            todo = missing
+            todo.sort()
         return replies
 
-    def _pipeline(self, sha: str, calls: Iterable[tuple[str, Sequence[str]]]) -> list[Any]:
-        """One round trip (per shard): EVALSHA per call; errors come back as values."""
+    def _pipeline(
+        self, sha: str, calls: Iterable[tuple[str, Sequence[str]]], budget: _Budget
+    ) -> tuple[list[Any], list[Any]]:
+        """One round trip (per shard): EVALSHA per call; errors come back as values.
+
+        Returns the replies and, per call, the cluster node it went to (None on a
+        standalone server), so that a NOSCRIPT is answered on that node only."""
         calls = list(calls)
         client = self.client
         if not isinstance(client, RedisCluster):
-            return self._node_pipeline(client, sha, calls)
+            return self._node_pipeline(client, _STANDALONE, sha, calls, budget), [None] * len(calls)
         # Cluster: one plain pipeline per primary, so that a shard that is down (or
         # failing over) fails only the profiles it holds. RedisCluster's own pipeline
         # raises for all of them when one node refuses, and refuses EVALSHA anyway.
         by_node: dict[str, tuple[Any, list[int]]] = {}
         replies: list[Any] = [None] * len(calls)
+        nodes: list[Any] = [None] * len(calls)
         for i, (key, _) in enumerate(calls):
             try:
                 node = client.get_node_from_key(key)
             except (RedisError, RedisClusterException) as exc:
                 replies[i] = StoreUnavailableError(f"{key}: no node for its slot: {exc}")
                 continue
+            nodes[i] = node
             by_node.setdefault(node.name, (node, []))[1].append(i)
         stale_topology = False
         groups = list(by_node.values())
 
         def run(group: tuple[Any, list[int]]) -> list[Any]:
             node, indices = group
-            conn = client.get_redis_connection(node)
-            return self._node_pipeline(conn, sha, [calls[i] for i in indices])
+            try:
+                conn = client.get_redis_connection(node)
+            except (RedisError, RedisClusterException) as exc:
+                return [StoreUnavailableError(f"{node.name}: {exc}")] * len(indices)
+            return self._node_pipeline(conn, node.name, sha, [calls[i] for i in indices], budget)
 
         # The shards work in parallel: each pipeline waits on its own socket.
         if len(groups) > 1:
@@ -447,15 +511,23 @@ class HistoryStore:
                 replies[i] = result
                 # MOVED/ASK: slots moved (resharding, failover); a node error: it is down.
                 stale_topology |= isinstance(result, MovedError | AskError | HistoryError)
-        if stale_topology:
+        if stale_topology and budget.may_refresh():
             with contextlib.suppress(RedisError, RedisClusterException, OSError):
                 client.nodes_manager.initialize()  # the retry will find the new owners
-        return replies
+        return replies, nodes
 
     @staticmethod
     def _node_pipeline(
-        node: redis.Redis, sha: str, calls: Sequence[tuple[str, Sequence[str]]]
+        node: redis.Redis,
+        name: str,
+        sha: str,
+        calls: Sequence[tuple[str, Sequence[str]]],
+        budget: _Budget,
     ) -> list[Any]:
+        """One pipelined round trip to one server (``name``: its address, for the budget)."""
+        refused = budget.refusal(name)
+        if refused is not None:
+            return [refused] * len(calls)
         try:
             pipe = node.pipeline(transaction=False)
             for key, args in calls:
@@ -463,18 +535,78 @@ class HistoryStore:
             return list(pipe.execute(raise_on_error=False))
         except HistoryError as exc:
             return [exc] * len(calls)
+        except redis.exceptions.TimeoutError as exc:
+            return [budget.timed_out(name, f"pipeline of {len(calls)} calls: {exc}")] * len(calls)
         except (RedisError, RedisClusterException, OSError) as exc:
             error = StoreUnavailableError(f"pipeline of {len(calls)} calls failed: {exc}")
             return [error] * len(calls)
 
-    def _load_script(self, script: _Script) -> None:
+    def _load_script(self, script: _Script, node: Any, budget: _Budget) -> HistoryError | None:
+        """SCRIPT LOAD on one node (None: the standalone server); the error, if it failed."""
+        name = _node_name(node)
+        refused = budget.refusal(name)
+        if refused is not None:
+            return refused
         try:
-            # RedisCluster sends SCRIPT LOAD to every primary.
-            self.client.script_load(script.source)
-        except HistoryError:
-            raise
+            client = self.client
+            target = client
+            if isinstance(client, RedisCluster):
+                target = client.get_redis_connection(node)
+            target.script_load(script.source)
+        except HistoryError as exc:
+            return exc
+        except redis.exceptions.TimeoutError as exc:
+            return budget.timed_out(name, f"loading script {script.name}: {exc}")
         except (RedisError, RedisClusterException, OSError) as exc:
-            raise StoreUnavailableError(f"loading script {script.name}: {exc}") from exc
+            return StoreUnavailableError(f"loading script {script.name} on {name}: {exc}")
+        return None
+
+
+_STANDALONE: Final = "server"
+SCRIPT_ATTEMPTS: Final = 3
+"""Rounds of EVALSHA per batch chunk: NOSCRIPT, load, rerun; again if a flush came between."""
+
+
+def _node_name(node: Any) -> str:
+    return _STANDALONE if node is None else str(node.name)
+
+
+@dataclass(slots=True)
+class _Budget:
+    """How long one batch may keep sending, and the servers that stopped answering.
+
+    ``start_by`` (``time.monotonic()``): no round trip starts after it. A server that
+    timed out once gets no more round trips from this batch: its calls fail at once
+    (reported for retry) instead of each waiting out its own socket timeout. Shared by
+    the writer and shard threads; set operations are atomic under the GIL.
+    """
+
+    start_by: float | None = None
+    silent: set[str] = field(default_factory=set)
+    refreshed: bool = False
+
+    def expired(self) -> bool:
+        return self.start_by is not None and time.monotonic() >= self.start_by
+
+    def may_refresh(self) -> bool:
+        """Whether to re-read the cluster's topology now: once per batch (each refresh is
+        a round trip to a startup node, which may be the silent one), in time."""
+        if self.refreshed or self.expired():
+            return False
+        self.refreshed = True
+        return True
+
+    def refusal(self, name: str) -> StoreUnavailableError | None:
+        """Why a round trip to ``name`` must not start now, or None."""
+        if name in self.silent:
+            return StoreUnavailableError(f"not sent: {name} timed out earlier in this batch")
+        if self.expired():
+            return StoreUnavailableError("not sent: the invocation's deadline is near")
+        return None
+
+    def timed_out(self, name: str, what: str) -> StoreUnavailableError:
+        self.silent.add(name)
+        return StoreUnavailableError(f"{name} did not answer in time: {what}")
 
 
 _NO_FILTERS: Final = HistoryQuery().filter_key()

@@ -16,7 +16,10 @@ local NULL = cjson.null
 -- Positions in an item's array; codec.ITEM_FIELDS has the same order.
 local F_ID, F_LAST, F_POS, F_DUR, F_FIRST, F_DONE, F_DONE_AT, F_DEVICE = 1, 2, 3, 4, 5, 6, 7, 8
 local F_TYPE, F_SEASON, F_EPISODE = 9, 15, 16
-local N_FIELDS = 16
+-- When the stored device was named, if not at F_LAST (null in the common case: the
+-- newest update named it).
+local F_DEVICE_AT = 17
+local N_FIELDS = 17
 -- After the N_FIELDS fields (codec.CHANGED_POSITION): when the item last changed, as
 -- its change stamp minus its lastWatchedAt (a few digits for a heartbeat, see
 -- change_stamp below). Items written before change stamps existed have none.

@@ -5,8 +5,9 @@
 -- ARGV[2..]: one JSON array per asset: a coalesced update (coalesce.py builds them):
 --   [assetId, newestTime, position, duration|null, complete (0|1), deviceId|null,
 --    type, title, sport, series, teams, show, season, episode,   -- asset fields or null
---    earliestTime, lastCompletingTime|null, undecided|null]
+--    earliestTime, lastCompletingTime|null, undecided|null, deviceTime|null]
 --   earliestTime: the oldest eventTime of the records merged into it (firstWatchedAt);
+--   deviceTime: when the record that named deviceId was sent, if not at newestTime;
 --   lastCompletingTime: the newest of the OLDER merged records that completed;
 --   undecided: [[time, position], ...] older records that carried no duration at all,
 --   whose completion depends on the stored duration.
@@ -31,7 +32,7 @@ local threshold, max_items, return_items = cfg[1], cfg[2], cfg[3] == 1
 
 local U_ID, U_TIME, U_POS, U_DUR, U_COMPLETE, U_DEVICE = 1, 2, 3, 4, 5, 6
 local U_META_FIRST, U_META_LAST = 7, 14   -- same order as F_TYPE .. F_EPISODE
-local U_EARLIEST, U_LAST_COMPLETING, U_UNDECIDED = 15, 16, 17
+local U_EARLIEST, U_LAST_COMPLETING, U_UNDECIDED, U_DEVICE_AT = 15, 16, 17, 18
 
 local watermark, tids, front = read_head()
 -- The number of items, read only when an item is added (most updates change one).
@@ -87,17 +88,35 @@ local function copy_asset_fields(item, u, only_missing)
     local f = F_TYPE + (i - U_META_FIRST)
     if not is_null(v) and (not only_missing or is_null(item[f])) then item[f] = v end
   end
-  if not is_null(u[U_DEVICE]) and (not only_missing or is_null(item[F_DEVICE])) then
-    item[F_DEVICE] = u[U_DEVICE]
-  end
   if not is_null(u[U_DUR]) and (not only_missing or is_null(item[F_DUR])) then
     item[F_DUR] = u[U_DUR]
   end
 end
 
+-- deviceId is the device named by the newest update that names one (equal times: the
+-- greater id), whatever the order they arrive in: a newer update without a device
+-- keeps the stored one, an older one naming a device replaces it only if it is newer
+-- than the update that named the stored one. Call before F_LAST changes; new_last is
+-- the item's lastWatchedAt after this update.
+local function take_device(item, u, new_last)
+  local stored_at = nil
+  if not is_null(item[F_DEVICE]) then
+    stored_at = is_null(item[F_DEVICE_AT]) and item[F_LAST] or item[F_DEVICE_AT]
+  end
+  if not is_null(u[U_DEVICE]) then
+    local at = is_null(u[U_DEVICE_AT]) and u[U_TIME] or u[U_DEVICE_AT]
+    if stored_at == nil or at > stored_at or (at == stored_at and u[U_DEVICE] > item[F_DEVICE]) then
+      item[F_DEVICE] = u[U_DEVICE]
+      stored_at = at
+    end
+  end
+  if stored_at == nil or stored_at == new_last then item[F_DEVICE_AT] = NULL else item[F_DEVICE_AT] = stored_at end
+end
+
 -- Make the newest record of u the item's state (its time is newer than the item's).
 local function apply_newest(item, u, cutoff)
   copy_asset_fields(item, u, false)
+  take_device(item, u, u[U_TIME])
   item[F_LAST] = u[U_TIME]
   item[F_POS] = u[U_POS]
   item[F_DONE] = completes(u, item[F_DUR]) and 1 or 0
@@ -164,6 +183,7 @@ for a = 2, #ARGV do
         -- first watched, that it was completed back then, and fill missing fields.
         local before = pack(item)
         copy_asset_fields(item, u, true)
+        take_device(item, u, item[F_LAST])
         item[F_DONE_AT] = completed_at(item, u, cutoff)
         if pack(item) ~= before or item[F_FIRST] ~= first_before then
           stamp_item(item)
