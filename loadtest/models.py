@@ -67,6 +67,7 @@ SHORT_KEYS: Final = {
     "show": "sh",
     "season": "sn",
     "episode": "ep",
+    "device_at": "da",
 }
 
 # "split": a removal fell between the records of one collapsed update (record_progress.lua)

@@ -88,6 +88,7 @@ def all_models(search_engine: Engine) -> Iterator[dict[int, dict[str, Model]]]:
                     redis_cluster=search_engine.cluster,
                     key_prefix=f"c{run}{name}{max_items}:",
                     max_items=max_items,
+                    max_future_skew_seconds=86_400,  # players' clocks hours ahead
                 ),
             )
             try:

@@ -25,11 +25,12 @@ local META = P .. ':m' -- hash: "wm" the clear-all watermark, "t:<assetId>" tomb
 
 local F_ID, F_LAST, F_POS, F_DUR, F_FIRST, F_DONE, F_DONE_AT, F_DEVICE = 1, 2, 3, 4, 5, 6, 7, 8
 local F_TYPE, F_SPORT, F_SERIES, F_TEAMS, F_SHOW, F_SEASON = 9, 11, 12, 13, 14, 15
-local N_FIELDS = 16
+local F_DEVICE_AT = 17 -- when deviceId was named, if not at lastWatchedAt (codec.py)
+local N_FIELDS = 17
 
 local U_ID, U_TIME, U_POS, U_DUR, U_COMPLETE, U_DEVICE = 1, 2, 3, 4, 5, 6
 local U_META_FIRST, U_META_LAST = 7, 14 -- same order as F_TYPE .. F_EPISODE
-local U_EARLIEST, U_LAST_COMPLETING, U_UNDECIDED = 15, 16, 17
+local U_EARLIEST, U_LAST_COMPLETING, U_UNDECIDED, U_DEVICE_AT = 15, 16, 17, 18
 
 local function is_null(v)
   return v == nil or v == NULL
@@ -92,16 +93,31 @@ local function copy_asset_fields(item, u, only_missing)
     local f = F_TYPE + (i - U_META_FIRST)
     if not is_null(v) and (not only_missing or is_null(item[f])) then item[f] = v end
   end
-  if not is_null(u[U_DEVICE]) and (not only_missing or is_null(item[F_DEVICE])) then
-    item[F_DEVICE] = u[U_DEVICE]
-  end
   if not is_null(u[U_DUR]) and (not only_missing or is_null(item[F_DUR])) then
     item[F_DUR] = u[U_DUR]
   end
 end
 
+-- deviceId: the device named by the newest update that names one (equal times: the
+-- greater id), as record_progress.lua's take_device. Call before F_LAST changes.
+local function take_device(item, u, new_last)
+  local stored_at = nil
+  if not is_null(item[F_DEVICE]) then
+    stored_at = is_null(item[F_DEVICE_AT]) and item[F_LAST] or item[F_DEVICE_AT]
+  end
+  if not is_null(u[U_DEVICE]) then
+    local at = is_null(u[U_DEVICE_AT]) and u[U_TIME] or u[U_DEVICE_AT]
+    if stored_at == nil or at > stored_at or (at == stored_at and u[U_DEVICE] > item[F_DEVICE]) then
+      item[F_DEVICE] = u[U_DEVICE]
+      stored_at = at
+    end
+  end
+  if stored_at == nil or stored_at == new_last then item[F_DEVICE_AT] = NULL else item[F_DEVICE_AT] = stored_at end
+end
+
 local function apply_newest(item, u, cutoff)
   copy_asset_fields(item, u, false)
+  take_device(item, u, u[U_TIME])
   item[F_LAST] = u[U_TIME]
   item[F_POS] = u[U_POS]
   item[F_DONE] = completes(u, item[F_DUR]) and 1 or 0
@@ -128,6 +144,7 @@ local function decide(u, stored, cutoff)
     return 'a', item
   end
   copy_asset_fields(item, u, true)
+  take_device(item, u, item[F_LAST])
   item[F_DONE_AT] = completed_at(item, u, cutoff)
   if pack(item) == before then return 's', nil end
   return 's', item

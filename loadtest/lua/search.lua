@@ -6,7 +6,7 @@
 --   P:i:<assetId>  the item as a JSON object (search indexes named fields only):
 --                  pr profile, id, t lastWatchedAt, p position, d duration, f first,
 --                  c completed, ca completedAt, dv device, ty type, ti title, sp sport,
---                  se series, tm teams, sh show, sn season, ep episode; and two fields
+--                  se series, tm teams, sh show, sn season, ep episode, da deviceAt; and two fields
 --                  for the index: ip (1 when in progress) and o, the history order as one
 --                  sortable text ((9999999999999 - t) in 13 digits, ":", assetId), since
 --                  SORTBY takes one field and ties go by assetId.
@@ -33,7 +33,7 @@ end
 local MINE = '@pr:{' .. tag(PROFILE) .. '}'
 
 local FIELDS = {'id', 't', 'p', 'd', 'f', 'c', 'ca', 'dv', 'ty', 'ti', 'sp', 'se', 'tm', 'sh',
-  'sn', 'ep'} -- codec.ITEM_FIELDS, by their short names (loadtest/models.py SHORT_KEYS)
+  'sn', 'ep', 'da'} -- codec.ITEM_FIELDS, by their short names (loadtest/models.py SHORT_KEYS)
 
 local function doc_key(asset_id)
   return P .. ':i:' .. asset_id
