@@ -17,7 +17,7 @@ VALKEY_JSON ?= $(abspath ../shared/engines/valkey-json/libjson.so)
 JSON_MODULES ?= redisjson $(wildcard $(VALKEY_JSON))
 PYTEST := $(PY) -m pytest -n 2 --dist loadfile -q
 
-.PHONY: test test-external lint unit venv demo serve soak bench bench-recorder bench-reader bench-memory bench-filters bench-handlers openapi build clean
+.PHONY: test test-external lint unit venv demo serve soak bench bench-recorder bench-reader bench-memory bench-filters bench-handlers loadtest loadtest-quick openapi build clean
 
 $(VENV)/.installed: shared/requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -34,7 +34,7 @@ test: lint unit
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy shared functions devtools tests
+	$(VENV)/bin/mypy shared functions devtools loadtest tests
 
 unit: $(VENV)/.installed
 ifdef REDIS_URL
@@ -71,10 +71,11 @@ soak: $(VENV)/.installed
 
 ## bench: the README's numbers (client on core 0, engine on core 1)
 bench: $(VENV)/.installed
-	$(PY) -m devtools.bench all
+	$(PY) -m loadtest.bench all
 
+## bench-memory: bytes per item, MEMORY USAGE and used_memory growth, on every JSON module
 bench-recorder bench-reader bench-memory: $(VENV)/.installed
-	$(PY) -m devtools.bench $(@:bench-%=%)
+	$(PY) -m loadtest.bench $(@:bench-%=%)
 
 ## bench-handlers: the Lambda handlers end to end beside the engine's floor (issue 12's
 ## targets; add ARGS=--profile for cProfile summaries)
@@ -83,7 +84,16 @@ bench-handlers: $(VENV)/.installed
 
 ## bench-filters: server-side JSONPath filters against one GET + Python filtering
 bench-filters: $(VENV)/.installed
-	$(ENGINE) -- $(PY) -m devtools.bench_filters
+	$(ENGINE) -- $(PY) -m loadtest.bench_filters
+
+## loadtest: the three data models side by side, both engines, standalone and cluster,
+## ~20 min on 2 cores; writes docs/benchmarks.md (python -m loadtest --help: any endpoint)
+loadtest: $(VENV)/.installed
+	$(PY) -m loadtest --valkey-json $(VALKEY_JSON)
+
+## loadtest-quick: every model and measure on a small workload (CI smoke; not a report)
+loadtest-quick: $(VENV)/.installed
+	$(PY) -m loadtest --quick --valkey-json $(VALKEY_JSON) --out build/loadtest-quick
 
 ## openapi: regenerate openapi.json from the reader and writer code
 openapi: $(VENV)/.installed

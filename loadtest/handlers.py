@@ -44,9 +44,9 @@ from urllib.parse import urlencode
 
 import redis
 
-from devtools.bench import asset_update, engine_url, seed
 from devtools.heartbeats import kinesis_event
 from devtools.lambda_context import FakeLambdaContext, load_module
+from loadtest.bench import asset_update, engine_url, seed
 from watch_history import runtime
 from watch_history.settings import Settings
 from watch_history.store import HistoryStore
@@ -164,7 +164,7 @@ def http_event(
     return event
 
 
-# The lookup dimensions, as the apps send them (seeded data: see devtools.bench.seed).
+# The lookup dimensions, as the apps send them (seeded data: see loadtest.bench.seed).
 DIMENSIONS: list[tuple[str, str, list[tuple[str, str]]]] = [
     ("continue watching (in_progress, limit 20)", "", [("status", "in_progress")]),
     ("whole history, first page", "", []),

@@ -23,7 +23,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from devtools import bench_filters
+from loadtest import bench_filters
 from watch_history.connection import ClientType
 from watch_history.errors import InvalidInputError, StaleUpdateError
 from watch_history.models import (
@@ -626,7 +626,7 @@ def test_results_do_not_depend_on_the_prefix_size(
 
 
 def test_the_filter_benchmark_runs_and_both_ways_agree(store: HistoryStore) -> None:
-    """devtools/bench_filters.py checks that JSONPath on objects and Python on packed items
+    """loadtest/bench_filters.py checks that JSONPath on objects and Python on packed items
     select the same items before it times them; a tiny run keeps it from rotting."""
     rows, memory = bench_filters.run(store, [30], samples=2, budget=0.01)
     assert [r.filter for r in rows] == ["sport", "sport+series+team", "show+season", "in progress"]

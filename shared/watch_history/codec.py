@@ -35,7 +35,9 @@ Each item ends with its change stamp (``CHANGED_POSITION``, after all of
 before stamps existed has none and leaves its trailing nulls out), stored as the stamp
 minus its lastWatchedAt: a heartbeat's is a few digits. Measured with ``make
 bench-memory`` (150 items): 232 bytes/item against 214 without the stamp on RedisJSON,
-240 against 223 on valkey-json (the stamp, and the nulls now written out before it).
+240 against 223 on valkey-json (the stamp, and the nulls now written out before it), for
+one profile; ``make bench-memory`` now measures many realistic profiles, both as MEMORY
+USAGE and as used_memory growth (README).
 
 Times are integers, epoch milliseconds. ``progress`` is derived on read.
 """

@@ -1,6 +1,6 @@
 """Where to filter a read: in Python over one JSON.GET, or with JSONPath on the server?
 
-    python -m devtools.engine run -- python -m devtools.bench_filters [--sizes 20,200,1000]
+    python -m devtools.engine run -- python -m loadtest.bench_filters [--sizes 20,200,1000]
 
 For profiles of each size it seeds the real store (packed items, see codec.py) and, next
 to it, an equivalent document whose items are JSON objects with short keys (what
@@ -33,8 +33,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from devtools.bench import asset_update
 from devtools.engine import start_standalone
+from loadtest.bench import asset_update
+from loadtest.models import SHORT_KEYS
 from watch_history.codec import ITEM_FIELDS
 from watch_history.connection import create_client
 from watch_history.models import HistoryQuery, ProgressUpdate, Status
@@ -43,25 +44,6 @@ from watch_history.settings import Settings
 from watch_history.store import HistoryStore
 
 PAGE = 20
-# item field (codec.py) -> short key in the objects document
-SHORT_KEYS = {
-    "asset_id": "id",
-    "last_watched_at": "t",
-    "position": "p",
-    "duration": "d",
-    "first_watched_at": "f",
-    "completed": "c",
-    "completed_at": "ca",
-    "device_id": "dv",
-    "asset_type": "ty",
-    "title": "ti",
-    "sport": "sp",
-    "series": "se",
-    "teams": "tm",
-    "show": "sh",
-    "season": "sn",
-    "episode": "ep",
-}
 
 
 @dataclass(frozen=True)
@@ -94,7 +76,7 @@ def filters(min_resume_seconds: float) -> list[Filter]:
 
 
 def update(profile_id: str, k: int, at: datetime, rng: random.Random) -> ProgressUpdate:
-    """Asset number k of a profile, as devtools.bench generates it (two thirds episodes
+    """Asset number k of a profile, as loadtest.bench generates it (two thirds episodes
     of 17 shows, a third matches)."""
     return ProgressUpdate.model_validate(asset_update(profile_id, k, at, rng))
 

@@ -1,11 +1,13 @@
 """The README's numbers: recorder throughput, reader latency, memory per item.
 
-    python -m devtools.bench all|recorder|reader|memory [--profiles N] [--items N]
+    python -m loadtest.bench all|recorder|reader|memory [--profiles N] [--items N]
 
 Starts its own standalone engine (pinned to core 1, this process to core 0, when the
-machine has two cores) unless REDIS_URL is set. Every comparison runs in the same
-process against the same server, so the ratios hold on other machines even where the
-absolute numbers do not. Bounded: fixed counts, a few repetitions, then it stops.
+machine has two cores) unless REDIS_URL is set; ``memory`` starts one per JSON module
+(RedisJSON, and valkey-json where ../shared has it) and measures each encoding both as
+MEMORY USAGE and as used_memory growth over many realistic profiles. Every comparison
+runs in the same process against the same server, so the ratios hold on other machines
+even where the absolute numbers do not. Bounded: fixed counts, a few repetitions, then it stops.
 """
 
 from __future__ import annotations
@@ -28,12 +30,16 @@ import redis
 from devtools.engine import start_standalone
 from devtools.heartbeats import kinesis_event
 from devtools.lambda_context import FakeLambdaContext, load_module
+from loadtest.run import engine_info
+from loadtest.workload import WorkloadSpec, build
 from watch_history import runtime
-from watch_history.models import HistoryQuery, ProgressUpdate, epoch_ms
+from watch_history.codec import decode_item
+from watch_history.models import ProgressUpdate, epoch_ms
 from watch_history.settings import Settings
 from watch_history.store import HistoryStore
 
 ROOT = Path(__file__).resolve().parent.parent
+VALKEY_JSON = ROOT.parent / "shared" / "engines" / "valkey-json" / "libjson.so"
 SPORTS = [
     ("cricket", "ipl-2026", ["csk", "mi", "rcb", "kkr", "gt", "dc"]),
     ("football", "premier-league-2026-27", ["ars", "che", "liv", "mci", "mun", "tot"]),
@@ -219,32 +225,75 @@ def bench_reader(url: str, n_profiles: int, items: int, samples: int) -> None:
         )
 
 
-def bench_memory(url: str, items: int) -> None:
+ENCODINGS = (
+    "packed item strings + ids (this store)",
+    "readable objects (API shape, ISO times, progress)",
+    "positional arrays of JSON values",
+)
+
+
+def memory_rows(url: str, n_profiles: int, items: int) -> tuple[str, dict[str, dict[str, float]]]:
+    """Bytes per item of each encoding on the server at ``url``, both ways: MEMORY USAGE
+    of the keys, and the growth of used_memory over ``n_profiles`` realistic profiles
+    (loadtest/workload.py: many profiles watch the same titles, which an engine that
+    shares identical strings between documents stores once). Empties the server first
+    (FLUSHALL SYNC)."""
     client = redis.Redis.from_url(url)
-    settings = Settings(redis_url=url, key_prefix="mbench:")
+    client.execute_command("FLUSHALL", "SYNC")
+    engine = engine_info(client)["json"]
+    settings = Settings(redis_url=url, key_prefix="mbench:", max_items=max(200, items))
     store = HistoryStore(client, settings)
-    rng = random.Random(3)
-    seed(store, ["m"], items, rng)
-    ours = store.memory_usage("m")
-    text = client.execute_command("JSON.GET", store.key("m"), "$")
-    doc = json.loads(text)[0]
-    decoded = [json.loads(p) for p in doc["h"]]
-    page = store.query("m", HistoryQuery(limit=100))
-    readable = [i.to_api() for i in page.items]
-    readable += [readable[-1]] * (items - len(readable))
-    rows = [("packed item strings + ids (this store)", ours, len(text))]
-    for name, h in [
-        ("readable objects (API shape, ISO times, progress)", readable),
-        ("positional arrays of JSON values", decoded),
-    ]:
-        body = json.dumps({"h": h}, separators=(",", ":"))
-        client.execute_command("JSON.SET", "mbench:alt", "$", body)
-        rows.append((name, client.memory_usage("mbench:alt", samples=0) or 0, len(body)))
-    print(f"\n## Memory: one profile of {items} items (MEMORY USAGE)")
-    print("| encoding | bytes/item | JSON text bytes/item |")
-    print("|---|---|---|")
-    for name, used, size in rows:
-        print(f"| {name} | {used / items:.0f} | {size / items:.0f} |")
+    work = build(WorkloadSpec(seed=3, profiles=n_profiles, items=items), prefix="m")
+    total = n_profiles * items
+    before = int(client.info("memory")["used_memory"])
+    for chunk in work.history():
+        result = store.record_batch(chunk)
+        assert not result.failures, result.failures
+    grown = int(client.info("memory")["used_memory"]) - before
+    keys = [store.key(p) for p in work.profile_ids]
+    docs = [json.loads(client.execute_command("JSON.GET", k, "$"))[0] for k in keys]
+    usage = sum(int(client.memory_usage(k, samples=0) or 0) for k in keys)
+    text = sum(len(json.dumps(d, separators=(",", ":"))) for d in docs)
+    rows = {ENCODINGS[0]: {"usage": usage / total, "growth": grown / total, "text": text / total}}
+    alternatives = {
+        ENCODINGS[1]: lambda h: [decode_item(p).to_api() for p in h],
+        ENCODINGS[2]: lambda h: [json.loads(p) for p in h],
+    }
+    for name, encode in alternatives.items():
+        bodies = [json.dumps({"h": encode(d["h"])}, separators=(",", ":")) for d in docs]
+        before = int(client.info("memory")["used_memory"])
+        for k, body in zip(keys, bodies, strict=True):
+            client.execute_command("JSON.SET", f"alt:{k}", "$", body)
+        grown = int(client.info("memory")["used_memory"]) - before
+        usage = sum(int(client.memory_usage(f"alt:{k}", samples=0) or 0) for k in keys)
+        client.delete(*(f"alt:{k}" for k in keys))
+        text = sum(len(b) for b in bodies)
+        rows[name] = {"usage": usage / total, "growth": grown / total, "text": text / total}
+    client.execute_command("FLUSHALL", "SYNC")
+    client.close()
+    return engine, rows
+
+
+def bench_memory(n_profiles: int, items: int) -> None:
+    """The README's memory table: every encoding, both measures, every JSON module
+    (RedisJSON, and valkey-json where ../shared has it; REDIS_URL: that server only)."""
+    results: list[tuple[str, dict[str, dict[str, float]]]] = []
+    if os.environ.get("REDIS_URL"):
+        results.append(memory_rows(os.environ["REDIS_URL"], n_profiles, items))
+    else:
+        for module in (None, VALKEY_JSON):
+            if module is not None and not module.is_file():
+                print(f"(valkey-json not at {module}: RedisJSON only)")
+                continue
+            with start_standalone(json_module=module) as engine:
+                results.append(memory_rows(engine.url, n_profiles, items))
+    print(f"\n## Memory: {n_profiles} profiles x {items} items, bytes per item")
+    head = " | ".join(f"{e}: MEMORY USAGE | {e}: used_memory growth" for e, _ in results)
+    print(f"| encoding of one item | {head} | JSON text |")
+    print("|---|" + "---:|" * (2 * len(results) + 1))
+    for name in ENCODINGS:
+        cells = " | ".join(f"{r[name]['usage']:.0f} | {r[name]['growth']:.0f}" for _, r in results)
+        print(f"| {name} | {cells} | {results[0][1][name]['text']:.0f} |")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -252,6 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("what", choices=["all", "recorder", "reader", "memory"])
     parser.add_argument("--profiles", type=int, default=2000)
     parser.add_argument("--items", type=int, default=150)
+    parser.add_argument("--memory-profiles", type=int, default=500)
     parser.add_argument("--records", type=int, default=10_000)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--samples", type=int, default=3000)
@@ -259,9 +309,11 @@ def main(argv: list[str] | None = None) -> int:
         "--pipeline-profiles", type=int, default=Settings().pipeline_profiles, dest="chunk"
     )
     args = parser.parse_args(argv)
+    if args.what in ("all", "memory"):
+        bench_memory(args.memory_profiles, args.items)
+    if args.what == "memory":
+        return 0
     with engine_url() as url:
-        if args.what in ("all", "memory"):
-            bench_memory(url, args.items)
         if args.what in ("all", "reader"):
             bench_reader(url, min(args.profiles, 500), args.items, args.samples)
         if args.what in ("all", "recorder"):
