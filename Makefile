@@ -17,7 +17,7 @@ VALKEY_JSON ?= $(abspath ../shared/engines/valkey-json/libjson.so)
 JSON_MODULES ?= redisjson $(wildcard $(VALKEY_JSON))
 PYTEST := $(PY) -m pytest -n 2 --dist loadfile -q
 
-.PHONY: test test-external lint unit venv demo serve soak bench bench-recorder bench-reader bench-memory bench-filters loadtest loadtest-quick openapi build clean
+.PHONY: test test-external lint unit venv demo serve soak bench bench-recorder bench-reader bench-memory bench-filters bench-handlers loadtest loadtest-quick openapi build clean
 
 $(VENV)/.installed: shared/requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -76,6 +76,11 @@ bench: $(VENV)/.installed
 ## bench-memory: bytes per item, MEMORY USAGE and used_memory growth, on every JSON module
 bench-recorder bench-reader bench-memory: $(VENV)/.installed
 	$(PY) -m loadtest.bench $(@:bench-%=%)
+
+## bench-handlers: the Lambda handlers end to end beside the engine's floor (issue 12's
+## targets; add ARGS=--profile for cProfile summaries)
+bench-handlers: $(VENV)/.installed
+	$(PY) -m loadtest.handlers all $(ARGS)
 
 ## bench-filters: server-side JSONPath filters against one GET + Python filtering
 bench-filters: $(VENV)/.installed

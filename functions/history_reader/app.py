@@ -1,7 +1,7 @@
 """The read API: a profile's watch history over API Gateway (HTTP API, payload 2.0).
 
 Thin on purpose: parse (Powertools validates each parameter, ``HistoryQuery`` the way
-they combine) -> authorize -> ``HistoryStore`` -> shape (``to_api()``, ETag). Every
+they combine) -> authorize -> ``HistoryStore`` -> shape (``items_to_api``, ETag). Every
 rule of what a query selects lives in the layer (models.py, query.py, store.py); the
 HTTP plumbing both APIs share (error bodies, exception -> status, the caller check) in
 ``watch_history.http_api``.
@@ -57,6 +57,7 @@ from watch_history.models import (
     Id,
     Status,
     describe,
+    items_to_api,
 )
 
 SERVICE = "history-reader"
@@ -262,7 +263,7 @@ def get_history_item(
 def page_body(page: HistoryPage) -> dict[str, Any]:
     """The 200 body of a page: ``{"items": [...], "nextCursor": str | null}``."""
     body = page.model_dump(mode="json", by_alias=True, exclude={"items"})
-    return {"items": [item.to_api() for item in page.items], **body}
+    return {"items": items_to_api(page.items), **body}
 
 
 def etag_of(body: str) -> str:

@@ -19,6 +19,8 @@ from urllib.parse import unquote
 
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response, content_types
+from aws_lambda_powertools.event_handler.middlewares import openapi_validation
+from aws_lambda_powertools.event_handler.openapi.compat import ModelField, is_scalar_field
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
 from aws_lambda_powertools.metrics import MetricUnit
@@ -55,6 +57,26 @@ class HistoryResolver(APIGatewayHttpResolver):
 
     def _convert_matches_into_route_keys(self, match: re.Match[str]) -> dict[str, str]:
         return {name: unquote(value) for name, value in match.groupdict().items()}
+
+
+# Powertools' request validation (3.37) asks, on every request and for every declared
+# query parameter and header, whether it is a scalar (``is_scalar_field`` walks the
+# parameter's annotation through typing and pydantic: about a fifth of a reader request
+# outside the store, issue 12). The answer depends on the route's declaration only, so
+# it is computed once per parameter here; validation itself is unchanged. Hand-written:
+# Powertools has no option for it. The cache holds each field (module-level routes,
+# never freed), so an id is never reused.
+_scalar_fields: dict[int, tuple[ModelField, bool]] = {}
+
+
+def _cached_is_scalar_field(field: ModelField) -> bool:
+    known = _scalar_fields.get(id(field))
+    if known is None:
+        known = _scalar_fields[id(field)] = (field, is_scalar_field(field))
+    return known[1]
+
+
+openapi_validation.is_scalar_field = _cached_is_scalar_field  # type: ignore[attr-defined]
 
 
 # --- documented shapes ----------------------------------------------------------------

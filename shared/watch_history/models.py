@@ -19,6 +19,7 @@ from pydantic import (
     Field,
     PlainSerializer,
     StringConstraints,
+    TypeAdapter,
     ValidationError,
     WithJsonSchema,
     model_validator,
@@ -74,9 +75,9 @@ _ONE_MS = datetime(1970, 1, 1, 0, 0, 0, 1000, tzinfo=UTC) - _EPOCH
 
 def rfc3339_ms(value: datetime) -> str:
     """``2026-11-26T15:22:20.123Z``: RFC 3339, UTC, milliseconds (the API's time format)."""
-    return (
-        value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
-    )
+    # isoformat (C) rather than strftime: the same text for every year from 1000 on
+    # (the API's times are bounded far inside that), in two thirds of the time (issue 12)
+    return value.astimezone(UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
 
 
 # Parsed by pydantic-core, not Python: this runs for every record of every batch.
@@ -257,6 +258,18 @@ class HistoryItem(_Schema):
     def to_api(self) -> dict[str, Any]:
         """The item as the APIs return it: camelCase, absent fields left out."""
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+_ITEM_LIST: TypeAdapter[list[HistoryItem]] = TypeAdapter(list[HistoryItem])
+
+
+def items_to_api(items: list[HistoryItem]) -> list[dict[str, Any]]:
+    """``[item.to_api() for item in items]`` in one pydantic-core call: a 20-item page
+    in ~60 % of the time of one call per item (issue 12)."""
+    dumped: list[dict[str, Any]] = _ITEM_LIST.dump_python(
+        items, mode="json", by_alias=True, exclude_none=True
+    )
+    return dumped
 
 
 Collapse = Literal["show", "series"]
