@@ -110,6 +110,32 @@ def seed(store: HistoryStore, profiles: list[str], items: int, rng: random.Rando
     return start + timedelta(minutes=items * 7)
 
 
+def stream_batch(
+    profiles: list[str],
+    *,
+    items: int,
+    records: int,
+    newest: datetime,
+    r: int,
+    rng: random.Random,
+) -> list[dict[str, Any]]:
+    """Round ``r``'s batch as a stream shard delivers it: every profile sends heartbeats
+    of what it watches now (its newest item); one in twenty starts another title during
+    the batch and goes on with that one. A profile's records are spread through the
+    batch, as a shard interleaves many viewers."""
+    at = newest + timedelta(minutes=10 * (r + 1))
+    per_profile = records // len(profiles)
+    watching = {p: items - 1 for p in profiles}
+    switch_at = {p: rng.randrange(per_profile) for p in profiles if rng.random() < 0.05}
+    batch = []
+    for step in range(per_profile):
+        for p in profiles:
+            if switch_at.get(p) == step:
+                watching[p] = items + 1000 * r + step
+            batch.append(asset_update(p, watching[p], at + timedelta(seconds=10 * step), rng))
+    return batch
+
+
 def timed(fn: Callable[[], object]) -> float:
     start = time.perf_counter()
     fn()
@@ -142,20 +168,7 @@ def bench_recorder(
 
     floor_rates, handler_rates = [], []
     for r in range(rounds):
-        # A stream's batch: every profile sends heartbeats of what it watches now (its
-        # newest item); one in twenty starts another title during the batch and goes on
-        # with that one. A profile's records are spread through the batch, as a shard
-        # interleaves many viewers.
-        at = newest + timedelta(minutes=10 * (r + 1))
-        per_profile = records // n_profiles
-        watching = {p: items - 1 for p in profiles}
-        switch_at = {p: rng.randrange(per_profile) for p in profiles if rng.random() < 0.05}
-        batch = []
-        for step in range(per_profile):
-            for p in profiles:
-                if switch_at.get(p) == step:
-                    watching[p] = items + 1000 * r + step
-                batch.append(asset_update(p, watching[p], at + timedelta(seconds=10 * step), rng))
+        batch = stream_batch(profiles, items=items, records=records, newest=newest, r=r, rng=rng)
         event = kinesis_event(batch)
 
         def floor(batch: list[dict[str, Any]] = batch) -> None:

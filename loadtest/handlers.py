@@ -46,6 +46,7 @@ import redis
 
 from devtools.heartbeats import kinesis_event
 from devtools.lambda_context import FakeLambdaContext, load_module
+from loadtest import bench
 from loadtest.bench import asset_update, engine_url, seed
 from watch_history import runtime
 from watch_history.settings import Settings
@@ -323,21 +324,9 @@ def bench_recorder(
         assert not result.get("batchItemFailures"), result
 
     def stream_batch(r: int) -> list[dict[str, Any]]:
-        # A shard's batch: every profile heartbeats what it watches now (its newest
-        # item); one in twenty starts another title during the batch and goes on with
-        # it. A profile's records are spread through the batch, as a shard interleaves
-        # many viewers.
-        at = newest + timedelta(minutes=10 * (r + 1))
-        per_profile = records // n_profiles
-        watching = {p: items - 1 for p in profiles}
-        switch_at = {p: rng.randrange(per_profile) for p in profiles if rng.random() < 0.05}
-        batch = []
-        for step in range(per_profile):
-            for p in profiles:
-                if switch_at.get(p) == step:
-                    watching[p] = items + 1000 * r + step
-                batch.append(asset_update(p, watching[p], at + timedelta(seconds=10 * step), rng))
-        return batch
+        return bench.stream_batch(
+            profiles, items=items, records=records, newest=newest, r=r, rng=rng
+        )
 
     def heartbeat_batch(r: int) -> list[dict[str, Any]]:
         # production's usual batch: one heartbeat per profile, on its newest item (run
