@@ -174,6 +174,19 @@ def client(mode: str, redis_url: str) -> Iterator[ClientType]:
 
 
 @pytest.fixture
+def private_client(mode: str) -> Iterator[ClientType]:
+    """A server (or 3-primary cluster) of this test's own, in ``mode``: for tests that
+    count commands on the server (INFO commandstats), which another test sharing the
+    server would add to. Such tests are marked ``own_servers``."""
+    with start_cluster(3) if mode == "cluster" else start_standalone() as engine:
+        c = make_client(engine.url, mode == "cluster")
+        try:
+            yield c
+        finally:
+            c.close()
+
+
+@pytest.fixture
 def settings(redis_url: str, mode: str) -> Settings:
     return Settings(redis_url=redis_url, redis_cluster=mode == "cluster", key_prefix="t:")
 

@@ -621,10 +621,11 @@ def test_the_history_array_stays_sorted_and_aligned_with_its_ids(
     assert keys == sorted(keys)
 
 
+@pytest.mark.own_servers  # counts calls on the server: nobody else may write there
 def test_a_batch_costs_one_script_call_per_profile_and_a_round_trip_per_chunk(
-    make_store: Callable[..., HistoryStore], profile_id: str
+    private_client: Any, settings: Settings, profile_id: str
 ):
-    store = make_store(pipeline_profiles=100)
+    store = HistoryStore(private_client, settings.model_copy(update={"pipeline_profiles": 100}))
     t = NOW - timedelta(hours=1)
     batch = [
         update(f"{profile_id}-{p}", f"a{p % 3}", t + timedelta(seconds=k), float(k))
