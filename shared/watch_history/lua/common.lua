@@ -125,21 +125,28 @@ local EMPTY_DOC = '{"v":2,"h":[],"ids":[],"tid":[],"tts":[],"tcs":[],"wm":0,'
 -- read_head runs, nil when the document predates change stamps (see change_stamp).
 local head_cs = false
 
--- What every write needs first, in ONE server call: the clear-all watermark, the
--- tombstoned asset ids and the newest item (the one heartbeats usually update), and
--- the change stamp. Creates the document when the profile has none. Returns wm, tids,
--- front (packed item text or nil when the history is empty).
-local function read_head()
-  local raw = redis.call('JSON.GET', K, '$.wm', '$.tid', '$.h[0]', '$.cs')
+-- What every write needs first: the clear-all watermark, the tombstoned asset ids and
+-- the change stamp in one JSON.GET (one union path: values in the order asked on both
+-- engines, a missing member left out, so "cs" goes last: documents older than change
+-- stamps have none), then, if ``with_front``, the newest item (the one heartbeats
+-- usually update) by JSON.RESP, which hands the packed text over as it is stored.
+-- Measured (instructions, both engines): this costs less than one JSON.GET of four
+-- paths, whose reply is an object keyed by path with the item's text escaped inside it
+-- (RedisJSON compiles each path per call; cjson un-escapes the text char by char).
+-- Creates the document when the profile has none. Returns wm, tids, front (packed item
+-- text, or nil when the history is empty or ``with_front`` is not set).
+local function read_head(with_front)
+  local raw = redis.call('JSON.GET', K, "$['wm','tid','cs']")
   if not raw then
     redis.call('JSON.SET', K, '$', EMPTY_DOC)
     head_cs = 0
     return 0, {}, nil
   end
-  -- Several paths: an object keyed by path (key order differs between engines).
   local head = cjson.decode(raw)
-  head_cs = head['$.cs'][1]
-  return head['$.wm'][1], head['$.tid'][1], head['$.h[0]'][1]
+  head_cs = head[3]
+  local front = nil
+  if with_front then front = redis.call('JSON.RESP', K, '$.h[0]')[1] end
+  return head[1], head[2], front
 end
 
 -- --- change stamps: what the changes feed (read_changes.lua) is built on ------------

@@ -34,7 +34,7 @@ local U_ID, U_TIME, U_POS, U_DUR, U_COMPLETE, U_DEVICE = 1, 2, 3, 4, 5, 6
 local U_META_FIRST, U_META_LAST = 7, 14   -- same order as F_TYPE .. F_EPISODE
 local U_EARLIEST, U_LAST_COMPLETING, U_UNDECIDED, U_DEVICE_AT = 15, 16, 17, 18
 
-local watermark, tids, front = read_head()
+local watermark, tids, front = read_head(true)
 -- The number of items, read only when an item is added (most updates change one).
 local n_items = nil
 local function count_items()
