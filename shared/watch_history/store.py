@@ -24,6 +24,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any, Final
 
+import orjson
 import redis
 from redis.cluster import RedisCluster
 from redis.exceptions import (
@@ -35,7 +36,7 @@ from redis.exceptions import (
     ResponseError,
 )
 
-from watch_history.changes import ChangeRecords, decode_token, delta
+from watch_history.changes import ChangeRecords, Delta, decode_token, delta
 from watch_history.coalesce import AssetGroup, group_by_profile
 from watch_history.codec import decode_item
 from watch_history.connection import ClientType
@@ -59,7 +60,7 @@ from watch_history.models import (
     Status,
     from_epoch_ms,
 )
-from watch_history.query import Selection, decode_all
+from watch_history.query import SelectedPage, Selection, decode_all
 from watch_history.settings import Settings
 
 __all__ = ["BatchResult", "HistoryStore", "RecordOutcome", "check_id"]
@@ -343,7 +344,12 @@ class HistoryStore:
         return self.get_items(profile_id, [asset_id]).get(asset_id)
 
     def changes(self, profile_id: str, since: str | None = None) -> HistoryChanges:
-        """What changed in the profile's history since the token ``since`` (None: all).
+        """What changed in the profile's history since the token ``since`` (None: all),
+        as a validated model (``select_changes``)."""
+        return self.select_changes(profile_id, since).to_model()
+
+    def select_changes(self, profile_id: str, since: str | None = None) -> Delta:
+        """What changed since the token ``since`` (None: all), items still decoded.
 
         One script call reads the items and every change record at once (see
         changes.py for what a client does with the answer). InvalidInputError for a
@@ -356,11 +362,17 @@ class HistoryStore:
         return delta(profile_id, ChangeRecords.from_reply(reply), stamp)
 
     def query(self, profile_id: str, query: HistoryQuery) -> HistoryPage:
-        """A page of the profile's history: newest lastWatchedAt first, ties assetId.
+        """A page of the profile's history: newest lastWatchedAt first, ties assetId
+        (``select_page``, as validated models)."""
+        return self.select_page(profile_id, query).to_model()
 
-        The array is kept in that order, so the first page usually needs only a prefix
-        of it (``settings.read_prefix_items`` items); the whole array is read when the
-        prefix does not fill the page, and for later pages (cursor).
+    def select_page(self, profile_id: str, query: HistoryQuery) -> SelectedPage:
+        """The page ``query`` selects, as decoded stored items (the read API shapes
+        them with ``SelectedPage.to_api``, without building models).
+
+        The array is kept in history order, so the first page usually needs only a
+        prefix of it (``settings.read_prefix_items`` items); the whole array is read
+        when the prefix does not fill the page, and for later pages (cursor).
         """
         selection = Selection(query, self.settings.min_resume_seconds, profile_id)
         key = self.key(profile_id)
@@ -405,7 +417,7 @@ class HistoryStore:
             raise StoreUnavailableError(f"reading {key}: {exc}") from exc
         if raw is None:
             return []
-        matches: list[Any] = json.loads(raw)
+        matches: list[Any] = orjson.loads(raw)
         if path.endswith("]"):
             return matches  # a slice selects each item
         return matches[0] if matches else []
@@ -628,7 +640,7 @@ def _outcome(status: bytes | str) -> RecordOutcome:
     return _OUTCOMES[status.decode() if isinstance(status, bytes) else status]
 
 
-def _page_of(selection: Selection, items: list[list[Any]]) -> HistoryPage:
+def _page_of(selection: Selection, items: list[list[Any]]) -> SelectedPage:
     page = selection.page(items, complete=True)
     assert page is not None  # a complete list always makes a page
     return page
