@@ -19,7 +19,6 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime
 from functools import cache
 from pathlib import Path
 from typing import Any, Final
@@ -58,7 +57,6 @@ from watch_history.models import (
     ProgressUpdate,
     RecordOutcome,
     Status,
-    from_epoch_ms,
 )
 from watch_history.query import SelectedPage, Selection, decode_all
 from watch_history.settings import Settings
@@ -132,6 +130,7 @@ class HistoryStore:
         self._clock_ms = clock_ms or (lambda: time.time_ns() // 1_000_000)
         self._writer_thread: ThreadPoolExecutor | None = None
         self._shard_pool: ThreadPoolExecutor | None = None
+        self._max_skew_ms = int(settings.max_future_skew_seconds * 1000)
         self._record_config = json.dumps(
             [settings.completion_threshold, settings.max_items, 0], separators=(",", ":")
         )
@@ -145,27 +144,30 @@ class HistoryStore:
         """The profile's key. The ``{hash tag}`` keeps every command on one cluster slot."""
         return f"{self.settings.key_prefix}{{{check_id('profileId', profile_id)}}}"
 
-    def latest_event_time(self, received_ms: int | None = None) -> datetime:
-        """The latest eventTime accepted for an update received at ``received_ms`` (epoch
-        ms: Kinesis' approximateArrivalTimestamp; default now): the earlier of that and
-        this clock, plus ``MAX_FUTURE_SKEW_SECONDS``. Device clocks are not trusted: an
-        update dated later could hold its item "stale" against true progress."""
+    def latest_event_ms(self, received_ms: int | None = None) -> int:
+        """The latest eventTime (epoch ms) accepted for an update received at
+        ``received_ms`` (epoch ms: Kinesis' approximateArrivalTimestamp; default now):
+        the earlier of that and this clock, plus ``MAX_FUTURE_SKEW_SECONDS``. Device
+        clocks are not trusted: an update dated later could hold its item "stale"
+        against true progress. Integers, not datetimes: the recorder asks per record."""
         now = self._clock_ms()
-        received = now if received_ms is None else min(received_ms, now)
-        return from_epoch_ms(received + self.settings.max_future_skew_seconds * 1000)
+        received = now if received_ms is None or received_ms > now else received_ms
+        return received + self._max_skew_ms
 
-    def check_update(self, update: ProgressUpdate, latest: datetime | None = None) -> None:
+    def check_update(self, update: ProgressUpdate, latest_ms: int | None = None) -> None:
         """InvalidInputError if the update can never be accepted (beyond its schema).
 
-        ``latest``: ``latest_event_time()``, which a batch computes once.
+        ``latest_ms``: ``latest_event_ms()``, which a batch computes once.
         """
         check_id("profileId", update.profile_id)
         check_id("assetId", update.asset_id)
-        self.check_event_time(update, latest or self.latest_event_time())
+        self.check_event_time(update, self.latest_event_ms() if latest_ms is None else latest_ms)
 
-    def check_event_time(self, update: ProgressUpdate, latest: datetime) -> None:
-        """InvalidInputError if the update's eventTime is later than ``latest``."""
-        if update.event_time > latest:
+    def check_event_time(self, update: ProgressUpdate, latest_ms: int) -> None:
+        """InvalidInputError if the update's eventTime is later than ``latest_ms`` (to the
+        microsecond: an eventTime inside that millisecond but after it is later too)."""
+        event_ms = update.event_ms
+        if event_ms > latest_ms or (event_ms == latest_ms and update.event_time.microsecond % 1000):
             raise InvalidInputError(
                 f"eventTime {update.event_time.isoformat()} is more than "
                 f"{self.settings.max_future_skew_seconds} s in the future of when it was received"
@@ -224,7 +226,7 @@ class HistoryStore:
         fail with ``StoreUnavailableError`` (the recorder reports them for retry).
         """
         result = BatchResult()
-        latest = self.latest_event_time()
+        latest = self.latest_event_ms()
         budget = _Budget(None if deadline is None else deadline - self._worst_round_trip())
         in_flight: list[_InFlight] = []
         for part in parts:
