@@ -293,6 +293,14 @@ class HistoryQuery(_Schema):
             raise ValueError("assetId needs at least one id")
         return self
 
+    def filters_asset_fields(self) -> bool:
+        """Whether the query selects by what an asset is (sport, series, team, show,
+        season, assetType), not only by status or recency."""
+        return any(
+            v is not None
+            for v in (self.sport, self.series, self.teams, self.show, self.season, self.asset_type)
+        )
+
     def filter_key(self) -> str:
         """What the filters are, for binding a cursor to the query it came from."""
         return self.model_dump_json(exclude={"limit", "cursor"})

@@ -372,9 +372,15 @@ class HistoryStore:
         """The page ``query`` selects, as decoded stored items (the read API shapes
         them with ``SelectedPage.to_api``, without building models).
 
-        The array is kept in history order, so the first page usually needs only a
-        prefix of it (``settings.read_prefix_items`` items); the whole array is read
-        when the prefix does not fill the page, and for later pages (cursor).
+        The array is kept in history order, so the first page of an unfiltered or
+        status-only query usually needs only a prefix of it (``settings.
+        read_prefix_items`` items); the whole array is read when the prefix does not
+        fill the page, for later pages (cursor), and at once for a query on what an
+        asset is (sport, series, team, show, season, assetType): those match few items
+        ("this team", "this season"), so a prefix seldom fills their page and reading it
+        first only added a round trip. Measured on 150-item profiles (p50 of this call,
+        same run): sport 742 -> 495 µs, show 423 -> 299, show+season 618 -> 428; a
+        history where the prefix would have filled pays the rest of the array instead.
         """
         selection = Selection(query, self.settings.min_resume_seconds, profile_id)
         key = self.key(profile_id)
@@ -383,9 +389,9 @@ class HistoryStore:
             found = decode_all([p for p in items if p])
             found.sort(key=lambda v: (-v[1], v[0]))  # history order: newest first, then id
             return _page_of(selection, found)
-        if query.cursor is None:
-            # Unfiltered, the first limit+1 items are the page; filtered (status, collapse
-            # or any field), a longer prefix usually holds enough matches.
+        if query.cursor is None and not query.filters_asset_fields():
+            # Unfiltered, the first limit+1 items are the page; by status or collapsed,
+            # a longer prefix usually holds enough matches.
             prefix = query.limit + 1
             if selection.filter_key != _NO_FILTERS:
                 prefix = max(self.settings.read_prefix_items, prefix)
