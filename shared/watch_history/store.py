@@ -360,7 +360,7 @@ class HistoryStore:
         """
         check_id("profileId", profile_id)
         stamp = decode_token(profile_id, since) if since else 0
-        reply = self._run("read_changes", profile_id, [])
+        reply = self._run("read_changes", profile_id, [str(stamp)])
         return delta(profile_id, ChangeRecords.from_reply(reply), stamp)
 
     def query(self, profile_id: str, query: HistoryQuery) -> HistoryPage:
