@@ -35,6 +35,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel, ValidationError
 
+from watch_history.codec import item_to_api
 from watch_history.errors import InvalidInputError
 from watch_history.http_api import (
     HistoryResolver,
@@ -246,12 +247,12 @@ def get_history_item(
     if_none_match: IfNoneMatch = None,
 ) -> Response[str]:
     store = authorized_store(app, profile_id)
-    item = store.get_item(profile_id, asset_id)
+    item = store.find_items(profile_id, [asset_id]).get(asset_id)
     if item is None:
         return error_response(
             HTTPStatus.NOT_FOUND, f"asset {asset_id} is not in this profile's history"
         )
-    return _cacheable(item.to_api(), if_none_match)
+    return _cacheable(item_to_api(item), if_none_match)
 
 
 # --- shaping --------------------------------------------------------------------------

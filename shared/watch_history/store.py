@@ -37,7 +37,7 @@ from redis.exceptions import (
 
 from watch_history.changes import ChangeRecords, Delta, decode_token, delta
 from watch_history.coalesce import AssetGroup, group_by_profile
-from watch_history.codec import decode_item
+from watch_history.codec import decode_item, item_from_values
 from watch_history.connection import ClientType
 from watch_history.errors import (
     HistoryError,
@@ -334,13 +334,19 @@ class HistoryStore:
 
     def get_items(self, profile_id: str, asset_ids: Sequence[str]) -> dict[str, HistoryItem]:
         """The stored items of these assets (missing ones are left out)."""
+        found = self.find_items(profile_id, asset_ids)
+        return {a: item_from_values(values) for a, values in found.items()}
+
+    def find_items(self, profile_id: str, asset_ids: Sequence[str]) -> dict[str, list[Any]]:
+        """``get_items`` as decoded stored arrays (codec.py; the read API shapes them with
+        ``codec.item_to_api``, without building models)."""
         ids = list(dict.fromkeys(check_id("assetId", a) for a in asset_ids))
         if len(ids) > MAX_ASSET_IDS:
             raise InvalidInputError(f"at most {MAX_ASSET_IDS} asset ids at once")
         if not ids:
             return {}
         packed = self._run("get_items", profile_id, ids)
-        return {a: decode_item(p) for a, p in zip(ids, packed, strict=True) if p}
+        return {a: orjson.loads(p) for a, p in zip(ids, packed, strict=True) if p}
 
     def get_item(self, profile_id: str, asset_id: str) -> HistoryItem | None:
         return self.get_items(profile_id, [asset_id]).get(asset_id)
