@@ -110,3 +110,34 @@ def test_the_writer_refuses_a_clock_hours_ahead_and_takes_one_minutes_ahead(
     status, _, body = call(writer, put_event(body={"position": 2, "eventTime": minutes}))
     assert status == 200
     assert body["position"] == 2
+
+
+@pytest.mark.parametrize(
+    ("after_limit", "refused"),
+    [
+        (timedelta(0), False),
+        (timedelta(microseconds=-1), False),
+        (timedelta(microseconds=1), True),  # inside the limit's millisecond, but after it
+        (timedelta(milliseconds=1), True),
+    ],
+)
+def test_the_limit_is_exact_to_the_microsecond(
+    make_store: Callable[..., HistoryStore], after_limit: timedelta, refused: bool
+):
+    """The limit is kept in integer milliseconds (the recorder asks per record); an
+    eventTime is compared with it to the microsecond, as when it was a datetime."""
+    now_ms = 1_800_000_000_000
+    received_ms = now_ms - 3_600_000
+    store = make_store()
+    store._clock_ms = lambda: now_ms
+    limit = datetime.fromtimestamp(received_ms / 1000, UTC) + timedelta(seconds=SKEW)
+    update = ProgressUpdate(
+        profile_id="p", asset_id="a", position=1, event_time=limit + after_limit
+    )
+    latest = store.latest_event_ms(received_ms)
+    assert latest == epoch_ms(limit)
+    if refused:
+        with pytest.raises(InvalidInputError, match="in the future of when it was received"):
+            store.check_event_time(update, latest)
+    else:
+        store.check_event_time(update, latest)

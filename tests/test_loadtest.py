@@ -14,6 +14,7 @@ and the tests check that this is the only thing missing.
 
 from __future__ import annotations
 
+import io
 import json
 import uuid
 from collections.abc import Iterator
@@ -27,7 +28,7 @@ from hypothesis import strategies as st
 
 from devtools.engine import Engine, start_cluster, start_standalone
 from loadtest import __main__ as cli
-from loadtest import capacity
+from loadtest import capacity, handlers
 from loadtest.models import MODELS, Model, Unsupported
 from loadtest.run import engine_info
 from loadtest.workload import ROUTES as WORKLOAD_ROUTES
@@ -290,3 +291,21 @@ def test_capacity_takes_the_larger_of_memory_and_write_shards_and_the_cheapest_n
         20,
         20,
     )
+
+
+@pytest.mark.own_servers
+def test_the_handler_benchmark_runs_each_handler_and_its_floors() -> None:
+    """``make bench-handlers`` (loadtest.handlers), small: every lookup answers 200 through
+    the real reader and through the Powertools floor (routes that do nothing), and the
+    recorder lands every record (each asserted inside), and the report has every row."""
+    report = io.StringIO()
+    with start_standalone() as engine:
+        handlers.bench_reader(engine.url, 150, 5, report, profile=False, warmup=2)
+        handlers.bench_recorder(
+            engine.url, n_profiles=20, items=30, records=100, rounds=1, report=report, profile=False
+        )
+    text = report.getvalue()
+    for name, _, _ in handlers.DIMENSIONS:
+        assert f"| {name} |" in text
+    assert "Powertools floor p50 us" in text
+    assert "| 100 records over 20 profiles | 100 |" in text

@@ -550,10 +550,15 @@ def recording(client: ClientType, settings: Settings) -> RecordingStore:
     return RecordingStore(client, settings.model_copy(update={"read_prefix_items": 48}))
 
 
-def test_first_page_reads_only_a_prefix_when_it_fills_the_page(recording: RecordingStore) -> None:
+def test_first_page_reads_only_a_prefix_when_it_fills_the_page_and_asset_filters_read_all(
+    recording: RecordingStore,
+) -> None:
     pid = fresh_profile()
     tail = {"type": "episode", "show": "rare"}
-    specs = [Spec(f"a{i:03d}", at=1000 - i, asset=tail if i >= 190 else {}) for i in range(200)]
+    specs = [
+        Spec(f"a{i:03d}", at=1000 - i, asset=tail if i >= 190 else {}, complete=i >= 190)
+        for i in range(200)
+    ]
     seed(recording, pid, specs)
     order = [s.asset_id for s in specs]
 
@@ -571,12 +576,16 @@ def test_first_page_reads_only_a_prefix_when_it_fills_the_page(recording: Record
     got, paths = recording.fetched(pid, HistoryQuery(status=Status.IN_PROGRESS, limit=5))
     assert got == order[:5]
     assert one_slice(paths)
-    # a filter whose matches all sit past the prefix: the whole array, still correct
-    got, paths = recording.fetched(pid, HistoryQuery(show="rare"))
+    # a status whose matches all sit past the prefix: then the whole array, still correct
+    got, paths = recording.fetched(pid, HistoryQuery(status=Status.COMPLETED))
     assert got == order[190:]
     assert len(paths) == 2
     assert slice_.match(paths[0])
     assert paths[1] == "$.h"
+    # a query on what an asset is matches few items: the whole array at once
+    got, paths = recording.fetched(pid, HistoryQuery(show="rare"))
+    assert got == order[190:]
+    assert paths == ["$.h"]
     # later pages start anywhere: the whole array
     first = recording.query(pid, HistoryQuery(limit=5))
     assert recording.fetched(pid, HistoryQuery(limit=5, cursor=first.next_cursor)) == (
@@ -592,13 +601,12 @@ def test_first_page_reads_only_a_prefix_when_it_fills_the_page(recording: Record
 
 def test_a_prefix_shorter_than_asked_is_the_whole_history(recording: RecordingStore) -> None:
     pid = fresh_profile()
-    seed(
-        recording,
-        pid,
-        [Spec(f"a{i}", at=i, asset={"show": "s"} if i == 0 else {}) for i in range(10)],
-    )
-    for show, want in (("s", ["a0"]), ("none-such", [])):
-        got, paths = recording.fetched(pid, HistoryQuery(show=show))
+    seed(recording, pid, [Spec(f"a{i}", at=i, complete=i == 0) for i in range(10)])
+    for status, want in (
+        (Status.COMPLETED, ["a0"]),
+        (Status.IN_PROGRESS, [f"a{i}" for i in range(9, 0, -1)]),
+    ):
+        got, paths = recording.fetched(pid, HistoryQuery(status=status))
         assert got == want
         assert len(paths) == 1  # the slice came back short: it was everything
         assert paths[0].startswith("$.h[0:")

@@ -1,7 +1,7 @@
 """The read API: a profile's watch history over API Gateway (HTTP API, payload 2.0).
 
 Thin on purpose: parse (Powertools validates each parameter, ``HistoryQuery`` the way
-they combine) -> authorize -> ``HistoryStore`` -> shape (``items_to_api``, ETag). Every
+they combine) -> authorize -> ``HistoryStore`` -> shape (``SelectedPage.to_api``, ETag). Every
 rule of what a query selects lives in the layer (models.py, query.py, store.py); the
 HTTP plumbing both APIs share (error bodies, exception -> status, the caller check) in
 ``watch_history.http_api``.
@@ -35,6 +35,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel, ValidationError
 
+from watch_history.codec import item_to_api
 from watch_history.errors import InvalidInputError
 from watch_history.http_api import (
     HistoryResolver,
@@ -57,7 +58,6 @@ from watch_history.models import (
     Id,
     Status,
     describe,
-    items_to_api,
 )
 
 SERVICE = "history-reader"
@@ -184,9 +184,9 @@ def list_history(
         )
     except ValidationError as exc:
         raise InvalidInputError(describe(exc)) from None
-    page = store.query(profile_id, query)
-    metrics.add_metric(name="ItemsReturned", unit=MetricUnit.Count, value=len(page.items))
-    return _cacheable(page_body(page), if_none_match)
+    page = store.select_page(profile_id, query)
+    metrics.add_metric(name="ItemsReturned", unit=MetricUnit.Count, value=len(page.values))
+    return _cacheable(page.to_api(), if_none_match)
 
 
 # Registered before ".../history/<assetId>", which would otherwise match it: an asset
@@ -227,11 +227,9 @@ def history_changes(
     ] = None,
 ) -> Response[str]:
     store = authorized_store(app, profile_id)
-    changes = store.changes(profile_id, since or None)
-    metrics.add_metric(name="ChangedItems", unit=MetricUnit.Count, value=len(changes.items))
-    return json_response(
-        HTTPStatus.OK, changes.model_dump(mode="json", by_alias=True, exclude_none=True)
-    )
+    changes = store.select_changes(profile_id, since or None)
+    metrics.add_metric(name="ChangedItems", unit=MetricUnit.Count, value=len(changes.values))
+    return json_response(HTTPStatus.OK, changes.to_api())
 
 
 @app.get(
@@ -249,21 +247,15 @@ def get_history_item(
     if_none_match: IfNoneMatch = None,
 ) -> Response[str]:
     store = authorized_store(app, profile_id)
-    item = store.get_item(profile_id, asset_id)
+    item = store.find_items(profile_id, [asset_id]).get(asset_id)
     if item is None:
         return error_response(
             HTTPStatus.NOT_FOUND, f"asset {asset_id} is not in this profile's history"
         )
-    return _cacheable(item.to_api(), if_none_match)
+    return _cacheable(item_to_api(item), if_none_match)
 
 
 # --- shaping --------------------------------------------------------------------------
-
-
-def page_body(page: HistoryPage) -> dict[str, Any]:
-    """The 200 body of a page: ``{"items": [...], "nextCursor": str | null}``."""
-    body = page.model_dump(mode="json", by_alias=True, exclude={"items"})
-    return {"items": items_to_api(page.items), **body}
 
 
 def etag_of(body: str) -> str:

@@ -29,7 +29,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Final
 
-from watch_history.codec import changed_at, items_from_values
+from watch_history.codec import changed_at, item_to_api, items_from_values
 from watch_history.errors import InvalidInputError, TokenExpiredError
 from watch_history.models import HistoryChanges
 
@@ -92,7 +92,35 @@ def _first(raw: bytes | str) -> Any:
     return found[0] if found else None
 
 
-def delta(profile_id: str, records: ChangeRecords, since: int) -> HistoryChanges:
+@dataclass(frozen=True, slots=True)
+class Delta:
+    """The answer to one sync, items still as decoded stored arrays (codec.py):
+    ``to_api()`` is the read API's body, ``to_model()`` the same as a HistoryChanges."""
+
+    values: list[list[Any]]
+    removed: list[str]
+    reset: bool
+    next_token: str
+
+    def to_model(self) -> HistoryChanges:
+        return HistoryChanges(
+            items=items_from_values(self.values),
+            removed=self.removed,
+            reset=self.reset,
+            next_token=self.next_token,
+        )
+
+    def to_api(self) -> dict[str, Any]:
+        """``to_model()`` as the API dumps it, without building the models."""
+        return {
+            "items": [item_to_api(v) for v in self.values],
+            "removed": self.removed,
+            "reset": self.reset,
+            "nextToken": self.next_token,
+        }
+
+
+def delta(profile_id: str, records: ChangeRecords, since: int) -> Delta:
     """The changes after stamp ``since`` (0: everything), or TokenExpiredError."""
     if since and (since < records.horizon or since > records.stamp):
         raise TokenExpiredError(
@@ -109,9 +137,4 @@ def delta(profile_id: str, records: ChangeRecords, since: int) -> HistoryChanges
             if at > since and asset_id not in present and asset_id not in seen:
                 seen.add(asset_id)
                 removed.append(asset_id)
-    return HistoryChanges(
-        items=items_from_values(chosen),
-        removed=removed,
-        reset=reset,
-        next_token=encode_token(profile_id, records.stamp),
-    )
+    return Delta(chosen, removed, reset, encode_token(profile_id, records.stamp))

@@ -44,12 +44,13 @@ Times are integers, epoch milliseconds. ``progress`` is derived on read.
 
 from __future__ import annotations
 
-import json
+from datetime import timedelta
 from typing import Any, Final
 
+import orjson
 from pydantic import TypeAdapter
 
-from watch_history.models import HistoryItem
+from watch_history.models import EPOCH, HistoryItem
 
 # Position of each field inside an item's array. lua/common.lua has the same positions
 # (test_lua_and_python_agree_on_the_item_layout in tests/test_store_rules.py keeps the
@@ -89,7 +90,7 @@ def changed_at(values: list[Any]) -> int:
 
 def decode_item(packed: str | bytes) -> HistoryItem:
     """A stored item as the API model."""
-    return item_from_values(json.loads(packed))
+    return item_from_values(orjson.loads(packed))
 
 
 def item_from_values(values: list[Any]) -> HistoryItem:
@@ -105,11 +106,100 @@ def items_from_values(many: list[list[Any]]) -> list[HistoryItem]:
         fields = dict(zip(ITEM_FIELDS, values, strict=False))
         fields.pop("device_at", None)
         fields["completed"] = bool(fields.get("completed"))
-        duration = fields.get("duration")
-        if duration:
-            fields["progress"] = min(1.0, round(fields["position"] / duration, 4))
+        progress = progress_of(fields["position"], fields.get("duration"))
+        if progress is not None:
+            fields["progress"] = progress
         rows.append(fields)
     return _ITEMS.validate_python(rows)
 
 
 _ITEMS: Final = TypeAdapter(list[HistoryItem])
+
+
+# --- the API's JSON of an item, straight from its stored array ------------------------
+#
+# ``item_to_api(values)`` == ``item_from_values(values).to_api()``, in about a third of
+# the time: building and dumping a HistoryItem per item of a page was the largest part
+# of a read handler's own work (issue 12, README "The handlers end to end"). The
+# schema stays HistoryItem's: the keys (aliases) and their order come from its fields;
+# only how each kind of field is written out is spelled here, and
+# tests/test_codec_api.py checks the two ways agree on every field, for any item.
+# Hand-written: pydantic has no way to dump a model from positional values without
+# building it first.
+
+
+_MINUTES: dict[int, str] = {}
+"""``2026-12-01T15:22:`` per minute since the epoch, as met (a page's items share few)."""
+_MINUTES_KEPT: Final = 20_000  # ~2 MB at most; then it starts again
+
+
+def rfc3339_of_ms(ms: int) -> str:
+    """``models.rfc3339_ms`` of an epoch-ms number, without building a datetime (a
+    third of its time; identical text for every time from 1970 on, see
+    tests/test_codec_api.py)."""
+    minute, rest = divmod(ms, 60_000)
+    head = _MINUTES.get(minute)
+    if head is None:
+        if len(_MINUTES) >= _MINUTES_KEPT:
+            _MINUTES.clear()
+        head = _MINUTES[minute] = (EPOCH + timedelta(minutes=minute)).strftime("%Y-%m-%dT%H:%M:")
+    seconds, millis = divmod(rest, 1000)
+    return "%s%02d.%03dZ" % (head, seconds, millis)  # noqa: UP031 (faster than f"" here)
+
+
+_AS_IS: Final = 0  # left out when null
+_SECONDS: Final = 1  # a float
+_TIME: Final = 2  # epoch ms -> RFC 3339 ms
+_FLAG: Final = 3  # 0/1 -> bool, always written (HistoryItem's default is false)
+_PROGRESS: Final = 4  # derived: position / duration, when there is a duration
+
+_KIND: Final = {
+    "position": _SECONDS,
+    "duration": _SECONDS,
+    "first_watched_at": _TIME,
+    "last_watched_at": _TIME,
+    "completed_at": _TIME,
+    "completed": _FLAG,
+    "progress": _PROGRESS,
+}
+_POSITION_OF: Final = {name: i for i, name in enumerate(ITEM_FIELDS)}
+_POS, _DUR = _POSITION_OF["position"], _POSITION_OF["duration"]
+
+_API_FIELDS: Final[tuple[tuple[str, int, int], ...]] = tuple(
+    (str(field.alias), _POSITION_OF.get(name, -1), _KIND.get(name, _AS_IS))
+    for name, field in HistoryItem.model_fields.items()
+)
+"""(JSON key, position in the stored array, kind) for each HistoryItem field, in its order."""
+_UNSTORED: Final = [key for key, index, kind in _API_FIELDS if index < 0 and kind != _PROGRESS]
+if _UNSTORED:  # a field added to HistoryItem must be given a place in ITEM_FIELDS first
+    raise RuntimeError(f"HistoryItem fields with no place in ITEM_FIELDS: {_UNSTORED}")
+
+
+def progress_of(position: float, duration: float | None) -> float | None:
+    """position/duration, 0..1 to 4 places; None without a (non-zero) duration."""
+    if not duration:
+        return None
+    return min(1.0, round(position / duration, 4))
+
+
+def item_to_api(values: list[Any]) -> dict[str, Any]:
+    """The API object (camelCase, nulls left out) of a decoded stored item."""
+    n = len(values)
+    out: dict[str, Any] = {}
+    value: Any
+    for key, index, kind in _API_FIELDS:
+        if kind == _PROGRESS:
+            value = progress_of(values[_POS], values[_DUR] if n > _DUR else None)
+        else:
+            value = values[index] if index < n else None
+        if kind == _FLAG:
+            out[key] = bool(value)
+        elif value is None:
+            continue
+        elif kind == _TIME:
+            out[key] = rfc3339_of_ms(value)
+        elif kind == _SECONDS:
+            out[key] = float(value)
+        else:
+            out[key] = value
+    return out

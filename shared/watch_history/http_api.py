@@ -17,6 +17,7 @@ from http import HTTPStatus
 from typing import Any, Final, TypeVar
 from urllib.parse import unquote
 
+import orjson
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response, content_types
 from aws_lambda_powertools.event_handler.middlewares import openapi_validation
@@ -124,8 +125,17 @@ def documented_responses(
 
 
 def serialize(payload: Any) -> str:
-    """A JSON body exactly as it is sent (compact, UTF-8 as is)."""
-    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
+    """A JSON body exactly as it is sent (compact, UTF-8 as is).
+
+    orjson: a tenth of the stdlib's time on a 20-item page (issue 12). The text is the
+    stdlib's for everything the APIs send, but for floats below 1e-4, which may be
+    written in another notation of the same number (``0.000015`` for ``1.5e-05``). What
+    orjson refuses (an int beyond 64 bits, a lone surrogate) goes to the stdlib, which
+    writes it as before."""
+    try:
+        return orjson.dumps(payload).decode()
+    except TypeError:  # orjson.JSONEncodeError is a TypeError
+        return json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
 
 
 def json_response(

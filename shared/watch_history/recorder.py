@@ -368,7 +368,7 @@ class KinesisRecorder(BatchProcessor):
                     try:
                         update = self._process_record(record)
                         if store is not None:
-                            latest = store.latest_event_time(_arrival_ms(record))
+                            latest = store.latest_event_ms(_arrival_ms(record))
                             store.check_event_time(update, latest)
                     except InvalidInputError as exc:
                         self._rejected[index] = str(exc)

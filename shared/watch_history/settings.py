@@ -52,7 +52,8 @@ class Settings(BaseSettings):
     # --- reads ------------------------------------------------------------------------
     read_prefix_items: Annotated[int, Field(ge=1, le=10_000)] = Field(
         40,
-        description="items fetched first for a page; the whole array only when they do not fill it",
+        description="items fetched first for a first page by status or collapsed; the whole "
+        "array only when they do not fill it (queries on asset fields read it all at once)",
     )
 
     # --- writes -----------------------------------------------------------------------

@@ -2,12 +2,25 @@
 -- changes.py builds the delta): nothing can change between reading the items and the
 -- token, so a write is either in this answer or after its token.
 --
--- ARGV: none. Returns false when the profile has no document, else the JSON texts of
--- [cs, hz, wcs, h, tid, tcs, eid, ecs] (each "[]" when the document predates it).
+-- ARGV[1]: the stamp of the client's token (0: no token). Returns false when the profile
+-- has no document, else the JSON texts of [cs, hz, wcs, h, tid, tcs, eid, ecs] (each
+-- "[]" when the document predates it).
+--
+-- When the token is the document's latest stamp ("cs"), nothing changed since it: every
+-- stamp in the document is at or before it, so the delta is empty whatever the items
+-- and change records hold, and they are not read ("[]" for each). That is the usual
+-- sync (an app coming back to a history that did not change), and it spares the server
+-- and the client the whole array.
 
 if redis.call('EXISTS', K) == 0 then return false end
 local out = {}
-for i, path in ipairs({'$.cs', '$.hz', '$.wcs', '$.h', '$.tid', '$.tcs', '$.eid', '$.ecs'}) do
+for i, path in ipairs({'$.cs', '$.hz', '$.wcs'}) do
   out[i] = redis.call('JSON.GET', K, path) or '[]'
+end
+local since = tonumber(ARGV[1]) or 0
+local latest = cjson.decode(out[1])[1]
+local unchanged = since > 0 and latest ~= nil and latest == since
+for i, path in ipairs({'$.h', '$.tid', '$.tcs', '$.eid', '$.ecs'}) do
+  out[i + 3] = (not unchanged and redis.call('JSON.GET', K, path)) or '[]'
 end
 return out
