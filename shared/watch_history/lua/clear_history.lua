@@ -3,7 +3,8 @@
 --
 -- ARGV: none. Returns the number of items that were there.
 
-local watermark, _, front = read_head()
+local watermark, _, front = read_head(true)
+local get1, array_len = rare().get1, rare().array_len
 local now = now_ms()
 local n_items = array_len('$.h')
 local mark = math.max(watermark, now)

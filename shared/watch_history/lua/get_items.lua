@@ -3,6 +3,7 @@
 -- ARGV: asset ids. Returns one packed item (or false) per id, in the same order.
 -- ARRINDEX on the "ids" array finds each without decoding the others.
 
+local get1 = rare().get1
 local out = {}
 if redis.call('EXISTS', K) == 0 then
   for a = 1, #ARGV do out[a] = false end

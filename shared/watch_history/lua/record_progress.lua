@@ -34,11 +34,11 @@ local U_ID, U_TIME, U_POS, U_DUR, U_COMPLETE, U_DEVICE = 1, 2, 3, 4, 5, 6
 local U_META_FIRST, U_META_LAST = 7, 14   -- same order as F_TYPE .. F_EPISODE
 local U_EARLIEST, U_LAST_COMPLETING, U_UNDECIDED, U_DEVICE_AT = 15, 16, 17, 18
 
-local watermark, tids, front = read_head()
+local watermark, tids, front = read_head(true)
 -- The number of items, read only when an item is added (most updates change one).
 local n_items = nil
 local function count_items()
-  if n_items == nil then n_items = array_len('$.h') end
+  if n_items == nil then n_items = rare().array_len('$.h') end
   return n_items
 end
 
@@ -52,9 +52,9 @@ local function find(asset_id)
       return 0, item
     end
   end
-  local idx = index_of('$.ids', asset_id)
+  local idx = rare().index_of('$.ids', asset_id)
   if idx < 0 then return idx, nil end
-  return idx, item_at(idx)
+  return idx, rare().item_at(idx)
 end
 
 local function reaches_end(position, duration)
@@ -127,12 +127,13 @@ end
 -- which is the first of the tied run at the end of the sorted array).
 local function evict_overflow()
   count_items()
+  local r = rare()
   while n_items > max_items do
     local victim = n_items - 1
-    local last = item_at(victim)[F_LAST]
-    while victim > 0 and item_at(victim - 1)[F_LAST] == last do victim = victim - 1 end
-    note_evicted(victim, max_items) -- the changes feed tells clients to drop it
-    remove_at(victim)
+    local last = r.item_at(victim)[F_LAST]
+    while victim > 0 and r.item_at(victim - 1)[F_LAST] == last do victim = victim - 1 end
+    r.note_evicted(victim, max_items) -- the changes feed tells clients to drop it
+    r.remove_at(victim)
     n_items = n_items - 1
   end
 end
@@ -158,7 +159,8 @@ for a = 2, #ARGV do
       for i = #item + 1, N_FIELDS do item[i] = NULL end
       apply_newest(item, u, cutoff)
       stamp_item(item)
-      insert_item(insert_position(item[F_LAST], asset_id, count_items()), item)
+      local r = rare()
+      r.insert_item(r.insert_position(item[F_LAST], asset_id, count_items()), item)
       n_items = n_items + 1
       evict_overflow()
       status = 'a'
@@ -169,13 +171,15 @@ for a = 2, #ARGV do
       if u[U_TIME] > item[F_LAST] then
         apply_newest(item, u, cutoff)
         stamp_item(item)
-        -- A newer time moves the item towards the front: find its place before idx.
-        local pos = insert_position(item[F_LAST], asset_id, idx)
+        -- A newer time moves the item towards the front: find its place before idx
+        -- (the front item, a heartbeat's, stays where it is).
+        local pos = idx
+        if idx > 0 then pos = rare().insert_position(item[F_LAST], asset_id, idx) end
         if pos == idx then
           redis.call('JSON.SET', K, '$.h[' .. idx .. ']', cjson.encode(pack(item)))
         else
-          remove_at(idx)
-          insert_item(pos, item)
+          rare().remove_at(idx)
+          rare().insert_item(pos, item)
         end
         status = 'a'
       else
@@ -198,8 +202,8 @@ for a = 2, #ARGV do
   else
     if item == nil then
       -- Ignored or split: the caller still wants what is stored.
-      local idx = index_of('$.ids', asset_id)
-      if idx >= 0 then item = item_at(idx) end
+      local idx = rare().index_of('$.ids', asset_id)
+      if idx >= 0 then item = rare().item_at(idx) end
     end
     replies[#replies + 1] = {status, item ~= nil and pack(item) or false}
   end

@@ -12,6 +12,8 @@
 
 local ttl_ms = cjson.decode(ARGV[1])[1]
 local _, tids = read_head()
+local r = rare()
+local get1, index_of, item_at, remove_at = r.get1, r.index_of, r.item_at, r.remove_at
 local now = now_ms()
 local removed = 0
 local stamp_now = change_stamp() -- taken first: it adds "tcs" to a document that predates it
@@ -47,7 +49,7 @@ for j = #times, 1, -1 do
   if times[j] < cutoff then
     redis.call('JSON.ARRPOP', K, '$.tid', j - 1)
     redis.call('JSON.ARRPOP', K, '$.tts', j - 1)
-    forget_until(cjson.decode(redis.call('JSON.ARRPOP', K, '$.tcs', j - 1)[1]))
+    r.forget_until(cjson.decode(redis.call('JSON.ARRPOP', K, '$.tcs', j - 1)[1]))
   end
 end
 return removed
