@@ -80,6 +80,20 @@ def document(store: HistoryStore, profile: str) -> dict[str, Any]:
     return doc
 
 
+def stamps_in(doc: dict[str, Any]) -> list[int]:
+    """Every change stamp a document holds: its items', its removals', its evictions' and
+    its last clear's."""
+    items = [changed_at(json.loads(packed)) for packed in doc["h"]]
+    return [*items, *doc.get("tcs", []), *doc.get("ecs", []), int(doc.get("wcs", 0))]
+
+
+def latest_stamp(doc: dict[str, Any]) -> int:
+    """A document's latest change stamp: max("cs", the front item's stamp)
+    (lua/common.lua, "change stamps")."""
+    front = changed_at(json.loads(doc["h"][0])) if doc["h"] else 0
+    return max(int(doc.get("cs", 0)), front)
+
+
 # --- the property ---------------------------------------------------------------------
 
 ASSETS = [f"a{k}" for k in range(7)]
@@ -139,6 +153,10 @@ def test_a_client_applying_every_delta_equals_a_full_read(
         else:
             client.sync()
             assert client.copy == full_read(store, profile)
+        # the latest stamp (the next stamp is taken after it) is never behind a change
+        if store.client.exists(store.key(profile)):
+            doc = document(store, profile)
+            assert max(stamps_in(doc)) <= latest_stamp(doc)
     client.sync()
     assert client.copy == full_read(store, profile)
 
@@ -211,14 +229,14 @@ def test_two_writes_in_one_millisecond_and_a_sync_between_them(
     put behind the profile's latest stamp, so every write below happens "in the same
     millisecond" as far as the clock can tell."""
     store.record_progress(update(profile_id, "a", 10))
-    ahead = document(store, profile_id)["cs"] + 60_000
+    ahead = latest_stamp(document(store, profile_id)) + 60_000
     store.client.execute_command("JSON.SET", store.key(profile_id), "$.cs", ahead)
     store.record_progress(update(profile_id, "a", 9))  # write A
     token = store.changes(profile_id).next_token  # the sync between A and B
     store.record_progress(update(profile_id, "b", 8))  # write B, same "millisecond"
     delta = store.changes(profile_id, token)
     assert [i.asset_id for i in delta.items] == ["b"]
-    assert document(store, profile_id)["cs"] == ahead + 2
+    assert latest_stamp(document(store, profile_id)) == ahead + 2
 
 
 def test_a_token_older_than_a_forgotten_removal_is_gone(
@@ -251,6 +269,24 @@ def test_a_token_older_than_the_dropped_eviction_records_is_gone(
         store.changes(profile_id, token)
 
 
+def test_a_front_item_evicted_by_its_own_call_leaves_the_stamp_in_cs(
+    make_store: Callable[..., HistoryStore], profile_id: str
+):
+    """MAX_ITEMS 1, two assets at the same time: "a" goes in front of "b" (ties by
+    assetId) and is then evicted by the same call (rule 5 evicts the lowest id of the
+    oldest). The front item, "b", does not carry that call's stamp, so "cs" must."""
+    store = make_store(max_items=1)
+    store.record_progress(update(profile_id, "b", 10))
+    store.record_batch([update(profile_id, "a", 10)])
+    doc = document(store, profile_id)
+    assert [json.loads(p)[0] for p in doc["h"]] == ["b"]
+    assert doc["eid"] == ["a"]
+    assert latest_stamp(doc) == doc["ecs"][-1] == doc["cs"]
+    token = store.changes(profile_id).next_token
+    store.record_progress(update(profile_id, "b", 1))
+    assert [i.asset_id for i in store.changes(profile_id, token).items] == ["b"]
+
+
 def test_bad_tokens_are_invalid_input(store: HistoryStore, profile_id: str):
     store.record_progress(update(profile_id, "a", 1))
     other = store.changes(f"{profile_id}-other").next_token
@@ -259,7 +295,7 @@ def test_bad_tokens_are_invalid_input(store: HistoryStore, profile_id: str):
     for bad in ["!!", "e30", encode_token(profile_id, -5)]:
         with pytest.raises(InvalidInputError, match="malformed"):
             store.changes(profile_id, bad)
-    future = encode_token(profile_id, document(store, profile_id)["cs"] + 1)
+    future = encode_token(profile_id, latest_stamp(document(store, profile_id)) + 1)
     with pytest.raises(TokenExpiredError):
         store.changes(profile_id, future)
 
@@ -294,4 +330,4 @@ def test_the_stamp_follows_every_field_of_an_item(store: HistoryStore, profile_i
     store.record_progress(update(profile_id, "a", 1))
     values = json.loads(document(store, profile_id)["h"][0])
     assert len(values) == len(ITEM_FIELDS) + 1
-    assert changed_at(values) == document(store, profile_id)["cs"]
+    assert changed_at(values) == latest_stamp(document(store, profile_id))

@@ -68,7 +68,7 @@ def decode_token(profile_id: str, token: str) -> int:
 class ChangeRecords:
     """What read_changes.lua returns, decoded."""
 
-    stamp: int  # "cs"
+    stamp: int  # the latest stamp: max("cs", the front item's), as the script read it
     horizon: int  # "hz"
     cleared: int  # "wcs"
     items: list[list[Any]]  # "h", each item decoded

@@ -12,7 +12,9 @@ The document of one profile (one key, ``<prefix>{<profileId>}``)::
       "tts": [<ms>, ...],            #   ... and when (updates at or before it are ignored)
       "wm":  <ms>,                   # watermark of the last "clear all" (0: never)
       # the changes feed (changes.py; lua/common.lua "change stamps" draws the races):
-      "cs":  <stamp>,                # the latest change stamp: server ms, strictly rising
+      "cs":  <stamp>,                # with the front item's stamp, the latest change
+                                     #   stamp: max(cs, stamp of h[0]); server ms,
+                                     #   strictly rising (a heartbeat leaves cs alone)
       "tcs": [<stamp>, ...],         # per tombstone: when the asset was removed
       "eid": ["<assetId>", ...],     # evicted assets (rule 5) ...
       "ecs": [<stamp>, ...],         #   ... and when (at most MAX_ITEMS records)

@@ -3,13 +3,13 @@
 --
 -- ARGV: none. Returns the number of items that were there.
 
-local watermark, _, front = read_head(true)
+local watermark, _, front = read_head()
 local get1, array_len = rare().get1, rare().array_len
 local now = now_ms()
 local n_items = array_len('$.h')
 local mark = math.max(watermark, now)
 if front ~= nil then
-  local newest = cjson.decode(front)[F_LAST] -- the array is sorted: the first is the newest
+  local newest = front[F_LAST] -- the array is sorted: the first is the newest
   if newest > mark then mark = newest end
 end
 redis.call('JSON.SET', K, '$.h', '[]')
@@ -29,4 +29,5 @@ for j = #times, 1, -1 do
     redis.call('JSON.ARRPOP', K, '$.tcs', j - 1)
   end
 end
+commit_stamp() -- the history is empty: "cs" holds the clear's stamp
 return n_items

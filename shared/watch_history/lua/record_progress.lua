@@ -34,7 +34,7 @@ local U_ID, U_TIME, U_POS, U_DUR, U_COMPLETE, U_DEVICE = 1, 2, 3, 4, 5, 6
 local U_META_FIRST, U_META_LAST = 7, 14   -- same order as F_TYPE .. F_EPISODE
 local U_EARLIEST, U_LAST_COMPLETING, U_UNDECIDED, U_DEVICE_AT = 15, 16, 17, 18
 
-local watermark, tids, front = read_head(true)
+local watermark, tids, front = read_head()
 -- The number of items, read only when an item is added (most updates change one).
 local n_items = nil
 local function count_items()
@@ -45,12 +45,10 @@ end
 -- Index of an asset in the history: the newest item (read with the head) answers
 -- without a server call in the common case; else JSON.ARRINDEX on "ids".
 local function find(asset_id)
-  if front ~= nil then
-    local item = cjson.decode(front)
-    if item[F_ID] == asset_id then
-      for i = #item + 1, N_FIELDS do item[i] = NULL end
-      return 0, item
-    end
+  if front ~= nil and front[F_ID] == asset_id then
+    local item = front
+    for i = #item + 1, N_FIELDS do item[i] = NULL end
+    return 0, item
   end
   local idx = rare().index_of('$.ids', asset_id)
   if idx < 0 then return idx, nil end
@@ -176,7 +174,7 @@ for a = 2, #ARGV do
         local pos = idx
         if idx > 0 then pos = rare().insert_position(item[F_LAST], asset_id, idx) end
         if pos == idx then
-          redis.call('JSON.SET', K, '$.h[' .. idx .. ']', cjson.encode(pack(item)))
+          set_item(idx, item)
         else
           rare().remove_at(idx)
           rare().insert_item(pos, item)
@@ -191,7 +189,7 @@ for a = 2, #ARGV do
         item[F_DONE_AT] = completed_at(item, u, cutoff)
         if pack(item) ~= before or item[F_FIRST] ~= first_before then
           stamp_item(item)
-          redis.call('JSON.SET', K, '$.h[' .. idx .. ']', cjson.encode(pack(item)))
+          set_item(idx, item)
         end
         status = 's'
       end
@@ -208,5 +206,6 @@ for a = 2, #ARGV do
     replies[#replies + 1] = {status, item ~= nil and pack(item) or false}
   end
 end
+commit_stamp()
 if return_items then return replies end
 return table.concat(replies)

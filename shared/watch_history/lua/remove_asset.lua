@@ -52,4 +52,5 @@ for j = #times, 1, -1 do
     r.forget_until(cjson.decode(redis.call('JSON.ARRPOP', K, '$.tcs', j - 1)[1]))
   end
 end
+commit_stamp()
 return removed
