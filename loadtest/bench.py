@@ -21,9 +21,10 @@ import statistics
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import redis
 
@@ -58,6 +59,25 @@ def engine_url() -> Iterator[str]:
             for pid in engine.pids:
                 os.sched_setaffinity(pid, {1})
         yield engine.url
+
+
+@contextmanager
+def quiet_stdout() -> Iterator[IO[str]]:
+    """Point fd 1 at /dev/null (handlers print EMF lines and logs there); yield a
+    stream on the original stdout for the report."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    os.close(devnull)
+    report = os.fdopen(os.dup(saved), "w", buffering=1)
+    try:
+        yield report
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+        report.close()
 
 
 def asset_update(profile: str, k: int, at: datetime, rng: random.Random) -> dict[str, Any]:
@@ -167,28 +187,35 @@ def bench_recorder(
     packed = json.loads(doc)[0]["h"][0]
 
     floor_rates, handler_rates = [], []
-    for r in range(rounds):
-        batch = stream_batch(profiles, items=items, records=records, newest=newest, r=r, rng=rng)
-        event = kinesis_event(batch)
-
-        def floor(batch: list[dict[str, Any]] = batch) -> None:
-            pipe = client.pipeline(transaction=False)
-            for update in batch:
-                pipe.execute_command(
-                    "JSON.ARRAPPEND", f"floor:{{{update['profileId']}}}", "$.h", json.dumps(packed)
-                )
-            pipe.execute()
-
-        floor_rates.append(len(batch) / timed(floor))
-        result: dict[str, Any] = {}
-
-        def handle(event: dict[str, Any] = event, result: dict[str, Any] = result) -> None:
-            result.update(
-                recorder.lambda_handler(event, FakeLambdaContext("bench", timeout_seconds=60))
+    # the handler prints its EMF metrics and logs: to /dev/null, not between the tables
+    with quiet_stdout():
+        for r in range(rounds):
+            batch = stream_batch(
+                profiles, items=items, records=records, newest=newest, r=r, rng=rng
             )
+            event = kinesis_event(batch)
 
-        handler_rates.append(len(batch) / timed(handle))
-        assert not result.get("batchItemFailures"), result
+            def floor(batch: list[dict[str, Any]] = batch) -> None:
+                pipe = client.pipeline(transaction=False)
+                for update in batch:
+                    pipe.execute_command(
+                        "JSON.ARRAPPEND",
+                        f"floor:{{{update['profileId']}}}",
+                        "$.h",
+                        json.dumps(packed),
+                    )
+                pipe.execute()
+
+            floor_rates.append(len(batch) / timed(floor))
+            result: dict[str, Any] = {}
+
+            def handle(event: dict[str, Any] = event, result: dict[str, Any] = result) -> None:
+                result.update(
+                    recorder.lambda_handler(event, FakeLambdaContext("bench", timeout_seconds=60))
+                )
+
+            handler_rates.append(len(batch) / timed(handle))
+            assert not result.get("batchItemFailures"), result
     floor_rate, handler_rate = statistics.median(floor_rates), statistics.median(handler_rates)
     print(f"\n## Recorder: {records} records over {n_profiles} profiles of ~{items} items")
     print(f"| path | records/s (median of {rounds}) |")

@@ -36,8 +36,7 @@ import random
 import statistics
 import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import IO, Any
@@ -51,7 +50,7 @@ from aws_lambda_powertools.logging import correlation_paths
 from devtools.heartbeats import kinesis_event
 from devtools.lambda_context import FakeLambdaContext, load_module
 from loadtest import bench
-from loadtest.bench import asset_update, engine_url, seed
+from loadtest.bench import asset_update, engine_url, quiet_stdout, seed
 from watch_history import runtime
 from watch_history.http_api import HistoryResolver, register_error_handlers, resolve
 from watch_history.settings import Settings
@@ -63,25 +62,6 @@ READER_P50_TARGET = 1.0
 READER_P99_TARGET = 1.5
 RECORDER_RATE_TARGET = 1.0
 ENGINE_CPU_TARGET = 1.5
-
-
-@contextmanager
-def quiet_stdout() -> Iterator[IO[str]]:
-    """Point fd 1 at /dev/null (handlers print EMF lines and logs there); yield a
-    stream on the original stdout for the report."""
-    sys.stdout.flush()
-    saved = os.dup(1)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 1)
-    os.close(devnull)
-    report = os.fdopen(os.dup(saved), "w", buffering=1)
-    try:
-        yield report
-    finally:
-        sys.stdout.flush()
-        os.dup2(saved, 1)
-        os.close(saved)
-        report.close()
 
 
 def engine_cpu(client: redis.Redis) -> float:
