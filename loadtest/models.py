@@ -12,7 +12,8 @@ one update per (profile, asset), one script call per profile), pipelined
 ``settings.pipeline_profiles`` profiles per round trip (per primary in a cluster), and
 answer reads as the API does: a ``HistoryPage`` of validated ``HistoryItem``s. The rules
 (last writer wins, tombstones, clear-all watermark, MAX_ITEMS) are the same in each
-(lua/rules.lua for 2 and 3); tests/test_loadtest.py checks all three against
+(2 and 3 apply the store's own update_rules.lua, through lua/rules.lua);
+tests/test_loadtest.py checks all three against
 tests/model.py.
 
 The store also keeps its changes feed (change stamps, eviction records); models 2 and 3
@@ -37,6 +38,7 @@ from typing import Any, Final, Protocol
 from redis.cluster import RedisCluster
 from redis.exceptions import NoScriptError, ResponseError
 
+import watch_history
 from watch_history.coalesce import AssetGroup, group_by_profile
 from watch_history.codec import ITEM_FIELDS, items_from_values
 from watch_history.connection import ClientType
@@ -146,10 +148,14 @@ class _Script:
     sha: str
 
 
+_UPDATE_RULES: Final = Path(watch_history.__file__).with_name("lua") / "update_rules.lua"
+
+
 @cache
 def _script(name: str) -> _Script:
-    """lua/rules.lua, then lua/<name>.lua."""
-    source = (_LUA / "rules.lua").read_text() + "\n" + (_LUA / f"{name}.lua").read_text()
+    """lua/item.lua, the store's update rules (one copy), lua/rules.lua, lua/<name>.lua."""
+    files = [_LUA / "item.lua", _UPDATE_RULES, _LUA / "rules.lua", _LUA / f"{name}.lua"]
+    source = "\n".join(f.read_text() for f in files)
     return _Script(source, hashlib.sha1(source.encode()).hexdigest())  # noqa: S324 (script id)
 
 

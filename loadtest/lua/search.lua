@@ -1,6 +1,6 @@
 -- Model 3 of the load test: one JSON document per item, indexed by search (FT.CREATE
--- ... ON JSON, loadtest/models.py creates the index on every primary); rules.lua in
--- front of this script.
+-- ... ON JSON, loadtest/models.py creates the index on every primary); item.lua,
+-- update_rules.lua and rules.lua in front of this script (loadtest/models.py).
 --
 -- Keys of a profile (P = KEYS[1] = "<prefix>{<profileId>}"):
 --   P:i:<assetId>  the item as a JSON object (search indexes named fields only):

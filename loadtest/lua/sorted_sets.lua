@@ -1,5 +1,6 @@
 -- Model 2 of the load test: one JSON document per item, plus one sorted set per lookup
--- dimension per profile, all kept in step by this script (rules.lua in front of it).
+-- dimension per profile, all kept in step by this script (item.lua, update_rules.lua
+-- and rules.lua in front of it: loadtest/models.py).
 --
 -- Keys of a profile (P = KEYS[1] = "<prefix>{<profileId>}"):
 --   P:i:<assetId>                 the item: a JSON document whose root is the packed item

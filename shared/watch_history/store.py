@@ -88,10 +88,17 @@ class _Script:
     sha: str
 
 
+_PARTS: Final = {"record_progress": ("common", "update_rules")}
+"""The files a script is built from, before its own (default: lua/common.lua only; the
+update rules only where updates are applied: every function a script defines costs
+each of its calls)."""
+
+
 @cache
 def _script(name: str) -> _Script:
-    """A script's source: lua/common.lua, then lua/<name>.lua."""
-    source = (_LUA / "common.lua").read_text() + "\n" + (_LUA / f"{name}.lua").read_text()
+    """A script's source: its parts (``_PARTS``), then lua/<name>.lua, as one chunk."""
+    parts = (*_PARTS.get(name, ("common",)), name)
+    source = "\n".join((_LUA / f"{part}.lua").read_text() for part in parts)
     return _Script(name, source, hashlib.sha1(source.encode()).hexdigest())  # noqa: S324 (the server's script id)
 
 
