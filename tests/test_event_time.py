@@ -128,8 +128,7 @@ def test_the_limit_is_exact_to_the_microsecond(
     eventTime is compared with it to the microsecond, as when it was a datetime."""
     now_ms = 1_800_000_000_000
     received_ms = now_ms - 3_600_000
-    store = make_store()
-    store._clock_ms = lambda: now_ms
+    store = make_store(clock_ms=lambda: now_ms)
     limit = datetime.fromtimestamp(received_ms / 1000, UTC) + timedelta(seconds=SKEW)
     update = ProgressUpdate(
         profile_id="p", asset_id="a", position=1, event_time=limit + after_limit
