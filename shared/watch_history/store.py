@@ -398,8 +398,7 @@ class HistoryStore:
         selection = Selection(query, self.settings.min_resume_seconds, profile_id)
         key = self.key(profile_id)
         if query.asset_ids:
-            items = self._run("get_items", profile_id, list(dict.fromkeys(query.asset_ids)))
-            found = decode_all([p for p in items if p])
+            found = list(self.find_items(profile_id, query.asset_ids).values())
             found.sort(key=lambda v: (-v[1], v[0]))  # history order: newest first, then id
             return _page_of(selection, found)
         if query.cursor is None and not query.filters_asset_fields():
