@@ -2,15 +2,16 @@
 
     python -m devtools.engine run -- python -m loadtest.bench_filters [--sizes 20,200,1000]
 
-For profiles of each size it seeds the real store (packed items, see codec.py) and, next
+For profiles of each size it seeds the real store (item texts, see codec.py) and, next
 to it, an equivalent document whose items are JSON objects with short keys (what
 server-side JSONPath filters need: they cannot look inside packed strings). Then, per
 filter (sport; sport+series+team; show+season; in progress) it times:
 
 - ``store.query``: the service's read path. A page of 20: a prefix of the sorted array,
   the whole array only when the prefix does not fill the page; decoded to API models.
-- ``whole array``: one ``JSON.GET $.h`` and every match selected in Python (what the
-  store does when the prefix is not enough; the same result set as JSONPath gives).
+- ``whole array``: every item read (``store.stored_items``: one ``JSON.GET`` of the items
+  and their ids, joined to the asset records) and every match selected in Python (the
+  same result set as JSONPath gives).
 - ``JSONPath``: ``JSON.GET <objects doc> $.h[?(...)]`` and the reply parsed: every match,
   already filtered on the server (not decoded to API models: that would cost more).
 
@@ -39,7 +40,7 @@ from loadtest.models import SHORT_KEYS
 from watch_history.codec import ITEM_FIELDS
 from watch_history.connection import create_client
 from watch_history.models import HistoryQuery, ProgressUpdate, Status
-from watch_history.query import Selection, decode_all
+from watch_history.query import Selection
 from watch_history.settings import Settings
 from watch_history.store import HistoryStore
 
@@ -81,11 +82,10 @@ def update(profile_id: str, k: int, at: datetime, rng: random.Random) -> Progres
     return ProgressUpdate.model_validate(asset_update(profile_id, k, at, rng))
 
 
-def objects_document(packed_items: Sequence[str | bytes]) -> str:
+def objects_document(stored: Sequence[list[Any]]) -> str:
     """The same history with each item a JSON object of short keys (nulls left out)."""
     items = []
-    for packed in packed_items:
-        values = json.loads(packed)
+    for values in stored:
         items.append(
             {SHORT_KEYS[f]: v for f, v in zip(ITEM_FIELDS, values, strict=False) if v is not None}
         )
@@ -141,10 +141,10 @@ def run(
         result = store.record_batch(updates)
         if result.failures:
             raise RuntimeError(f"seeding failed: {next(iter(result.failures.values()))}")
-        packed: list[str] = json.loads(client.execute_command("JSON.GET", key, "$.h"))[0]
-        if len(packed) != size:
-            raise RuntimeError(f"{len(packed)} items stored, not {size}: raise MAX_ITEMS")
-        client.execute_command("JSON.SET", objects_key, "$", objects_document(packed))
+        stored = store.stored_items(pid)
+        if len(stored) != size:
+            raise RuntimeError(f"{len(stored)} items stored, not {size}: raise MAX_ITEMS")
+        client.execute_command("JSON.SET", objects_key, "$", objects_document(stored))
         memory.append(
             Memory(
                 size,
@@ -159,9 +159,8 @@ def run(
             def store_query(pid: str = pid, query: HistoryQuery = query) -> object:
                 return store.query(pid, query)
 
-            def python_whole(key: str = key, selection: Selection = selection) -> list[list[Any]]:
-                raw = client.execute_command("JSON.GET", key, "$.h")
-                return list(selection.scan(decode_all(json.loads(raw)[0])))
+            def python_whole(pid: str = pid, selection: Selection = selection) -> list[list[Any]]:
+                return list(selection.scan(store.stored_items(pid)))
 
             def server_filter(key: str = objects_key, path: str = f.jsonpath) -> list[Any]:
                 matches: list[Any] = json.loads(client.execute_command("JSON.GET", key, path))

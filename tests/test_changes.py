@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from watch_history.changes import encode_token
-from watch_history.codec import CHANGED_POSITION, ITEM_FIELDS, changed_at
+from watch_history.codec import CHANGED_POSITION, ITEM_FIELDS, Head, changed_at, item_values
 from watch_history.errors import InvalidInputError, TokenExpiredError
 from watch_history.models import HistoryChanges, HistoryQuery, ProgressUpdate
 from watch_history.store import HistoryStore
@@ -80,18 +80,34 @@ def document(store: HistoryStore, profile: str) -> dict[str, Any]:
     return doc
 
 
+def item_stamps(doc: dict[str, Any]) -> list[int]:
+    """The change stamps of a layout-3 document's items, in history order."""
+    return [
+        changed_at(item_values(a, text, {}))
+        for a, text in zip(doc["ids"], doc["h"][1:], strict=True)
+    ]
+
+
 def stamps_in(doc: dict[str, Any]) -> list[int]:
     """Every change stamp a document holds: its items', its removals', its evictions' and
     its last clear's."""
-    items = [changed_at(json.loads(packed)) for packed in doc["h"]]
-    return [*items, *doc.get("tcs", []), *doc.get("ecs", []), int(doc.get("wcs", 0))]
+    cleared = Head.of(doc["h"][0]).cleared
+    return [*item_stamps(doc), *doc.get("tcs", []), *doc.get("ecs", []), cleared]
 
 
 def latest_stamp(doc: dict[str, Any]) -> int:
-    """A document's latest change stamp: max("cs", the front item's stamp)
+    """A document's latest change stamp: max(the head's cs, the front item's stamp)
     (lua/common.lua, "change stamps")."""
-    front = changed_at(json.loads(doc["h"][0])) if doc["h"] else 0
-    return max(int(doc.get("cs", 0)), front)
+    return max([Head.of(doc["h"][0]).stamp, *item_stamps(doc)[:1]])
+
+
+def set_head_stamp(store: HistoryStore, profile: str, stamp: int) -> None:
+    """Put the head's cs at ``stamp`` (as if the server's clock were behind it)."""
+    key = store.key(profile)
+    head = json.loads(store.client.execute_command("JSON.GET", key, "$.h[0]"))[0]
+    fields = head.split(",")
+    fields[2] = str(stamp)
+    store.client.execute_command("JSON.SET", key, "$.h[0]", json.dumps(",".join(fields)))
 
 
 # --- the property ---------------------------------------------------------------------
@@ -230,7 +246,7 @@ def test_two_writes_in_one_millisecond_and_a_sync_between_them(
     millisecond" as far as the clock can tell."""
     store.record_progress(update(profile_id, "a", 10))
     ahead = latest_stamp(document(store, profile_id)) + 60_000
-    store.client.execute_command("JSON.SET", store.key(profile_id), "$.cs", ahead)
+    set_head_stamp(store, profile_id, ahead)
     store.record_progress(update(profile_id, "a", 9))  # write A
     token = store.changes(profile_id).next_token  # the sync between A and B
     store.record_progress(update(profile_id, "b", 8))  # write B, same "millisecond"
@@ -279,9 +295,9 @@ def test_a_front_item_evicted_by_its_own_call_leaves_the_stamp_in_cs(
     store.record_progress(update(profile_id, "b", 10))
     store.record_batch([update(profile_id, "a", 10)])
     doc = document(store, profile_id)
-    assert [json.loads(p)[0] for p in doc["h"]] == ["b"]
+    assert doc["ids"] == ["b"]
     assert doc["eid"] == ["a"]
-    assert latest_stamp(doc) == doc["ecs"][-1] == doc["cs"]
+    assert latest_stamp(doc) == doc["ecs"][-1] == Head.of(doc["h"][0]).stamp
     token = store.changes(profile_id).next_token
     store.record_progress(update(profile_id, "b", 1))
     assert [i.asset_id for i in store.changes(profile_id, token).items] == ["b"]
@@ -320,7 +336,7 @@ def test_a_history_without_a_document_and_one_written_before_stamps(
     assert client.copy == full_read(store, profile_id)
     assert set(client.copy) == {"new"}
     upgraded = document(store, profile_id)
-    assert upgraded["v"] == 2
+    assert upgraded["v"] == 3
     assert len(upgraded["tcs"]) == len(upgraded["tid"])
 
 
@@ -328,6 +344,6 @@ def test_the_stamp_follows_every_field_of_an_item(store: HistoryStore, profile_i
     """codec.CHANGED_POSITION is after ITEM_FIELDS; Lua's F_CHANGED is N_FIELDS + 1."""
     assert len(ITEM_FIELDS) == CHANGED_POSITION
     store.record_progress(update(profile_id, "a", 1))
-    values = json.loads(document(store, profile_id)["h"][0])
+    values = item_values("a", document(store, profile_id)["h"][1], {})
     assert len(values) == len(ITEM_FIELDS) + 1
     assert changed_at(values) == latest_stamp(document(store, profile_id))

@@ -536,9 +536,14 @@ class RecordingStore(HistoryStore):
         super().__init__(client, settings)
         self.paths: list[str] = []
 
-    def _json_get(self, key: str, path: str) -> list[Any]:
-        self.paths.append(path)
-        return super()._json_get(key, path)
+    def _read_items(
+        self,
+        key: str,
+        prefix: int | None,
+        asset_filter: Callable[[list[Any]], bool] | None = None,
+    ) -> tuple[list[list[Any]], bool]:
+        self.paths.append("$.h" if prefix is None else f"$.h[0:{prefix}]")
+        return super()._read_items(key, prefix, asset_filter)
 
     def fetched(self, profile_id: str, query: HistoryQuery) -> tuple[list[str], list[str]]:
         self.paths = []

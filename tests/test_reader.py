@@ -110,9 +110,11 @@ class CountingStore(HistoryStore):
 
     calls = 0
 
-    def _json_get(self, key: str, path: str) -> list[Any]:
+    def _read_items(
+        self, key: str, prefix: int | None, asset_filter: Any = None
+    ) -> tuple[list[list[Any]], bool]:
         self.calls += 1
-        return super()._json_get(key, path)
+        return super()._read_items(key, prefix, asset_filter)
 
     def _execute(self, name: str, calls: Any, budget: Any = None) -> Any:
         self.calls += 1

@@ -24,7 +24,7 @@ from redis.cluster import RedisCluster
 
 from tests.conftest import make_client
 from tests.model import HistoryModel
-from watch_history.codec import ITEM_FIELDS
+from watch_history.codec import ITEM_FIELDS, Head
 from watch_history.errors import InvalidInputError, StaleUpdateError, StoreUnavailableError
 from watch_history.models import EventType, HistoryQuery, ProgressUpdate, epoch_ms
 from watch_history.settings import Settings
@@ -71,7 +71,7 @@ def test_one_item_per_asset_however_often_it_is_written(store: HistoryStore, pro
     store.record_batch([update(profile_id, "m1", NOW - timedelta(minutes=3), 99.0)] * 3)
     doc = document(store, profile_id)
     assert doc["ids"] == ["m1"]
-    assert len(doc["h"]) == 1
+    assert len(doc["h"]) == 2  # the head, then the one item
     assert items(store, profile_id)[0]["position"] == 99.0
 
 
@@ -211,9 +211,9 @@ def test_clear_hides_everything_and_late_updates_stay_out(store: HistoryStore, p
     result = store.record_batch([update(profile_id, "a1", t + timedelta(minutes=1))])
     assert result.outcomes == {0: RecordOutcome.IGNORED}
     doc = document(store, profile_id)
-    assert doc["h"] == []
+    assert doc["h"][1:] == []
     assert doc["ids"] == []
-    assert doc["wm"] >= epoch_ms(t)
+    assert Head.of(doc["h"][0]).watermark >= epoch_ms(t)
 
 
 def test_remove_on_a_profile_never_seen_still_guards_against_late_updates(
@@ -615,9 +615,9 @@ def test_the_history_array_stays_sorted_and_aligned_with_its_ids(
         [update(profile_id, f"a{k % 7}", t + timedelta(minutes=(k * 37) % 101)) for k in range(60)]
     )
     doc = document(store, profile_id)
-    decoded = [json.loads(p) for p in doc["h"]]
-    assert [v[0] for v in decoded] == doc["ids"]
-    keys = [(-v[1], v[0]) for v in decoded]
+    assert Head.of(doc["h"][0]).front == doc["ids"][0]
+    assert len(doc["h"]) == len(doc["ids"]) + 1
+    keys = [(-int(text.split(",")[0]), a) for a, text in zip(doc["ids"], doc["h"][1:], strict=True)]
     assert keys == sorted(keys)
 
 

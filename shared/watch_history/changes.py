@@ -26,10 +26,11 @@ import base64
 import binascii
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
-from watch_history.codec import changed_at, item_to_api, items_from_values
+from watch_history.codec import changed_at, is_layout3, item_to_api, items_from_values
 from watch_history.errors import InvalidInputError, TokenExpiredError
 from watch_history.models import HistoryChanges
 
@@ -66,7 +67,7 @@ def decode_token(profile_id: str, token: str) -> int:
 
 @dataclass(frozen=True, slots=True)
 class ChangeRecords:
-    """What read_changes.lua returns, decoded."""
+    """What read_changes.lua returns, decoded (items in any layout, as values)."""
 
     stamp: int  # the latest stamp: max("cs", the front item's), as the script read it
     horizon: int  # "hz"
@@ -75,12 +76,21 @@ class ChangeRecords:
     removed: list[tuple[str, int]]  # tombstones and eviction records: (assetId, stamp)
 
     @classmethod
-    def from_reply(cls, reply: list[bytes | str] | None) -> ChangeRecords:
+    def from_reply(
+        cls,
+        reply: list[bytes | str] | None,
+        join: Callable[[list[tuple[str, str]]], list[list[Any]]],
+    ) -> ChangeRecords:
+        """``join``: layout-3 items, (assetId, text) pairs, as values (the store joins
+        them to their asset records)."""
         if not reply:
             return cls(0, 0, 0, [], [])
-        cs, hz, wcs, h, tid, tcs, eid, ecs = (_first(r) for r in reply)
+        cs, hz, wcs, h, tid, tcs, eid, ecs, ids = (_first(r) for r in reply)
         packed = h or []
-        items = json.loads("[" + ",".join(packed) + "]")
+        if packed and is_layout3(packed[0]):
+            items = join(list(zip(ids or [], packed[1:], strict=False)))
+        else:  # layouts 1 and 2, read as they are
+            items = json.loads("[" + ",".join(packed) + "]")
         tombstones = list(zip(tid or [], tcs or [], strict=False))
         evictions = list(zip(eid or [], ecs or [], strict=False))
         return cls(cs or 0, hz or 0, wcs or 0, items, tombstones + evictions)

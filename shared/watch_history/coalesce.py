@@ -38,12 +38,15 @@ class AssetGroup:
     def indices(self) -> list[int]:
         return [index for index, _ in self.records]
 
+    def collapsed(self, completion_threshold: float) -> list[object]:
+        """The collapsed update (``collapse``) of this group's records."""
+        return collapse([update for _, update in self.records], completion_threshold)
+
     def script_argument(self, completion_threshold: float) -> str:
-        """The collapsed update, as record_progress.lua reads it (one JSON array)."""
+        """The collapsed update as one JSON array, asset fields as JSON values (the load
+        test's models read it; the store sends ``codec.update_argument`` of it)."""
         return json.dumps(
-            collapse([update for _, update in self.records], completion_threshold),
-            separators=(",", ":"),
-            ensure_ascii=False,
+            self.collapsed(completion_threshold), separators=(",", ":"), ensure_ascii=False
         )
 
     def split(self) -> list[AssetGroup]:

@@ -1,53 +1,95 @@
-"""How an item is kept inside a profile's JSON document.
+r"""How a profile's history is stored: layout 3 (and layouts 1 and 2, still read).
 
 The document of one profile (one key, ``<prefix>{<profileId>}``)::
 
     {
-      "v":   2,                      # layout version (1: before the changes feed)
-      "h":   ["<item>", ...],        # THE history array: one item per asset,
-                                     #   newest lastWatchedAt first, ties assetId ascending
-      "ids": ["<assetId>", ...],     # the assetIds of "h", same order: JSON.ARRINDEX finds
-                                     #   an asset without decoding any item
+      "v":   3,                      # layout version
+      "h":   ["<head>", "<item>", ...],  # h[0]: the head; h[1..]: THE history, one item
+                                     #   per asset, newest lastWatchedAt first, ties
+                                     #   assetId ascending
+      "ids": ["<assetId>", ...],     # the assetIds of the items: ids[i] is h[i + 1]'s;
+                                     #   JSON.ARRINDEX finds an asset without any item
       "tid": ["<assetId>", ...],     # tombstones: removed assets ...
       "tts": [<ms>, ...],            #   ... and when (updates at or before it are ignored)
-      "wm":  <ms>,                   # watermark of the last "clear all" (0: never)
-      # the changes feed (changes.py; lua/common.lua "change stamps" draws the races):
-      "cs":  <stamp>,                # with the front item's stamp, the latest change
-                                     #   stamp: max(cs, stamp of h[0]); server ms,
-                                     #   strictly rising (a heartbeat leaves cs alone)
-      "tcs": [<stamp>, ...],         # per tombstone: when the asset was removed
+      "tcs": [<stamp>, ...],         #   ... and their change stamps (the changes feed)
       "eid": ["<assetId>", ...],     # evicted assets (rule 5) ...
-      "ecs": [<stamp>, ...],         #   ... and when (at most MAX_ITEMS records)
-      "wcs": <stamp>,                # the last clear-all
-      "hz":  <stamp>                 # horizon: older tokens cannot be answered (410)
+      "ecs": [<stamp>, ...]          #   ... and when (at most MAX_ITEMS records)
     }
 
-Each item is ONE JSON string holding a compact positional JSON array (``ITEM_FIELDS``
-gives the positions). Measured with ``make bench-memory`` before the change stamp below:
-an item cost ~214 bytes in MEMORY USAGE this way against ~830 as a readable object
-and ~430 as a positional array of JSON values, because every JSON value (each number,
-string, nested array) is a separate allocation on the server while a string is one.
-The price: JSONPath filters cannot look inside items. The reads filter in Python over
-one GET of a prefix of the sorted array (``make bench-filters``: JSONPath on object
-items is 2-6x faster for narrow filters, slower for broad ones, and every lookup stays
-under 1 ms at MAX_ITEMS=200 either way), and Lua scripts decode single items with cjson.
+The head, ``L3,<wm>,<cs>,<hz>,<wcs>,<tombstones>,<front assetId>``: the clear-all
+watermark, the latest change stamp (with the front item's: max of the two; a heartbeat
+on the front item stamps only the item), the changes feed's horizon and last clear,
+the number of tombstones (0: "tid" is not read), and the front item's asset id. What a
+write checks first is the head and the front item, read in ONE call (``JSON.RESP`` of
+the slice ``$.h[0:2]``, two strings as stored). A heartbeat on the front item (the
+common write) then sets one string, ``h[1]``, and nothing else.
 
-Each item ends with its change stamp (``CHANGED_POSITION``, after all of
-``ITEM_FIELDS``, which are then all written, null where missing; an item written
-before stamps existed has none and leaves its trailing nulls out), stored as the stamp
-minus its lastWatchedAt: a heartbeat's is a few digits. Measured with ``make
-bench-memory`` (150 items): 232 bytes/item against 214 without the stamp on RedisJSON,
-240 against 223 on valkey-json (the stamp, and the nulls now written out before it), for
-one profile; ``make bench-memory`` now measures many realistic profiles, both as MEMORY
-USAGE and as used_memory growth (README).
+The item: comma-separated text, no asset id (``ids`` has it). Fields, 0-based::
 
-Times are integers, epoch milliseconds. ``progress`` is derived on read.
+    0 lastWatchedAt (epoch ms)     5 lastWatchedAt - completedAt   9  asset record version
+    1 position (s)                 6 deviceId                      10 asset fields kept in
+    2 duration (s)                 7 lastWatchedAt - when deviceId       the item: 8 texts,
+    3 lastWatchedAt - firstWatched     was named                         ';'-separated
+    4 completed ("1")              8 change stamp - lastWatchedAt   11.. see below
+
+An empty field is unset (null, 0 or false); trailing empty fields are left out. Times
+after the first are differences (a few digits). Numbers are written with 14 significant
+digits, as layout 2's cjson did. Lua splits and joins the text with plain string finds
+(lua/common.lua: item_of/item_text), never cjson.
+
+Forward compatibility: fields after 10 are not known to this code; every script that
+rewrites an item carries them through as they are, and an item without them means
+"unset". Their places are given now (issue 18's rules land without a layout change):
+11 dismissedAt (lastWatchedAt - it), 12 when the resume position was set (lastWatchedAt
+- it), 13 the event type that set it. A field added later goes after the last one
+given, with "absent = default".
+
+Texts hold no character JSON escapes, so a script writes ``'"' .. text .. '"'`` and
+a reader gets the text as stored: ids and types are ``[A-Za-z0-9._:-]``, and a title
+is percent-escaped (``%``, ``,``, ``;``, ``"``, ``\``, control characters: ``%XX``).
+
+Asset records. What an asset is (type, title, sport, series, teams, show, season,
+episode: ``ASSET_FIELDS``) is kept once per description, not per item: a plain string
+key ``<prefix>a:<assetId>:<version>`` holding the 8 field texts, ';'-separated (teams
+space-separated). The version is the description's: 2 hex digits of a mask of the
+fields it sets, then 6 of the SHA-1 of the text. Records are immutable (written with
+``SET NX``, never changed), so they need no rule for updates that disagree: two
+heartbeats that describe an asset differently name two records, and each profile's
+item names the one its own updates chose under rule 2, as if it stored the fields
+itself. Per item, the fields are those of its record (field 9), overridden by those it
+keeps (field 10): an item names the record of the update that set its fields when they
+are exactly that update's (every heartbeat of a title carries the same description:
+the common case), and keeps in itself only what differs (an update that carried fewer
+fields than the item had, a stale one filling a missing field, an item upgraded from
+layout 1 or 2 until its next newer update). Scripts only touch the profile's slot, so
+the client writes the record (``SET NX``, remembered per process) before the script
+that names it, and readers join items to records with MGET (the cluster client's
+non-atomic MGET on a cluster), through a per-process cache: records never change.
+Records are O(distinct descriptions) keys, about one per asset; none is deleted (a
+description no item names any more costs its ~100 bytes until an operator removes it).
+
+Layouts 1 and 2 (read as they are; a profile's next write rewrites it in layout 3,
+lua/common.lua upgrade): "h" holds one JSON string per item, a compact positional JSON
+array (``ITEM_FIELDS``, then the change stamp minus lastWatchedAt), with ``wm``,
+``cs``, ``hz``, ``wcs`` as members (layout 1: without the changes feed's). The scripts
+of layout 2 fail on a layout-3 document before writing anything (their first read
+decodes h[0], the head, as JSON: tests/test_layout_compat.py), so during a deploy a
+record they refuse is retried and lands through layout 3's code.
+
+In Python an item is a list of values in ``ITEM_FIELDS`` order (then the change stamp
+minus lastWatchedAt), whatever its layout. Times are integers, epoch milliseconds.
+``progress`` is derived on read.
 """
 
 from __future__ import annotations
 
+import hashlib
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Final
+from urllib.parse import unquote
 
 import orjson
 from pydantic import TypeAdapter
@@ -81,6 +123,167 @@ ITEM_FIELDS: Final[tuple[str, ...]] = (
 
 CHANGED_POSITION: Final = len(ITEM_FIELDS)
 """Index of the change stamp (0-based) in an item's array; Lua's F_CHANGED (1-based)."""
+
+
+LAYOUT: Final = 3
+"""The layout every write leaves a document in (the docstring above)."""
+
+HEAD_MARK: Final = "L3,"
+"""How h[0] of a layout-3 document starts (a layout-1/2 item starts with ``[``)."""
+
+ASSET_FIELDS: Final = ITEM_FIELDS[8:16]
+"""The fields an asset record holds, in its order (the mask's bits, lowest first)."""
+
+_AT_FIELD: Final = {name: i for i, name in enumerate(ITEM_FIELDS)}
+_TEAMS_AT: Final = ASSET_FIELDS.index("teams")
+_INTS_AT: Final = (ASSET_FIELDS.index("season"), ASSET_FIELDS.index("episode"))
+_ESCAPED: Final = re.compile(r'[%,;"\\\x00-\x1f\x7f]')
+
+AssetValues = tuple[Any, ...]
+"""The 8 values of ``ASSET_FIELDS`` (None where unset)."""
+
+RecordId = tuple[str, str]
+"""(assetId, version) of an asset record."""
+
+
+def _escape(text: str) -> str:
+    return _ESCAPED.sub(lambda m: f"%{ord(m.group()):02X}", text)
+
+
+def field_text(value: Any) -> str | None:
+    """An asset field's text in records and items (lua/common.lua's field_text writes
+    the same for layout 1/2 values): numbers in decimal, teams space-separated, every
+    other string with ``_ESCAPED`` characters percent-escaped; None when unset."""
+    if value is None:
+        return None
+    if isinstance(value, list):
+        return " ".join(value) if value else None
+    if isinstance(value, int):
+        return str(value)
+    return _escape(str(value))
+
+
+def _field_value(k: int, text: str) -> Any:
+    if k == _TEAMS_AT:
+        return text.split(" ")
+    if k in _INTS_AT:
+        return int(text)
+    return unquote(text) if "%" in text else text
+
+
+def asset_values_of(text: str) -> AssetValues:
+    """The values of an asset record's text."""
+    parts = text.split(";")
+    return tuple(
+        _field_value(k, parts[k]) if k < len(parts) and parts[k] else None
+        for k in range(len(ASSET_FIELDS))
+    )
+
+
+def asset_record(texts: Sequence[str | None]) -> tuple[str, str] | None:
+    """(version, record text) of a description given as field texts; None when no
+    field is set (nothing to record)."""
+    mask = 0
+    for k, t in enumerate(texts):
+        if t is not None:
+            mask |= 1 << k
+    if not mask:
+        return None
+    text = ";".join(t or "" for t in texts)
+    digest = hashlib.sha1(text.encode()).hexdigest()[:6]  # noqa: S324 (a name, not a secret)
+    return f"{mask:02x}{digest}", text
+
+
+def asset_key(prefix: str, asset_id: str, version: str) -> str:
+    """The key of an asset record (no hash tag: records spread over the cluster)."""
+    return f"{prefix}a:{asset_id}:{version}"
+
+
+def update_argument(collapsed: list[Any]) -> tuple[str, tuple[str, str, str] | None]:
+    """record_progress.lua's argument for a collapsed update (coalesce.collapse), and
+    the asset record it names as (assetId, version, text), or None."""
+    texts = [field_text(v) for v in collapsed[6:14]]
+    record = asset_record(texts)
+    arg = [*collapsed[:6], *texts, *collapsed[14:18], record[0] if record else None]
+    named = (str(collapsed[0]), *record) if record else None
+    return orjson.dumps(arg).decode(), named
+
+
+@dataclass(frozen=True, slots=True)
+class Head:
+    """Layout 3's head (h[0]), decoded."""
+
+    watermark: int
+    stamp: int  # "cs": the latest stamp unless the front item's is later
+    horizon: int
+    cleared: int
+    tombstones: int
+    front: str  # the front item's assetId ('' when the history is empty)
+
+    @classmethod
+    def of(cls, text: str) -> Head:
+        _, wm, cs, hz, wcs, nt, front = text.split(",", 6)
+        return cls(int(wm), int(cs), int(hz), int(wcs), int(nt), front)
+
+
+def is_layout3(head: str | bytes | None) -> bool:
+    """Whether h[0] of a document is layout 3's head."""
+    if head is None:
+        return False
+    if isinstance(head, bytes):
+        return head.startswith(HEAD_MARK.encode())
+    return head.startswith(HEAD_MARK)
+
+
+def item_refs(asset_id: str, text: str) -> RecordId | None:
+    """The asset record a layout-3 item names, if any."""
+    parts = text.split(",", 10)
+    if len(parts) > 9 and parts[9]:
+        return asset_id, parts[9]
+    return None
+
+
+def item_asset(
+    asset_id: str, parts: list[str], records: Mapping[RecordId, AssetValues | None]
+) -> list[Any]:
+    """The asset values of a split layout-3 item: its record's, overridden by its own."""
+    values = [None] * len(ASSET_FIELDS)
+    if len(parts) > 9 and parts[9]:
+        found = records.get((asset_id, parts[9]))
+        if found is not None:
+            values = list(found)
+    if len(parts) > 10 and parts[10]:
+        kept = parts[10].split(",", 1)[0]
+        for k, t in enumerate(kept.split(";")[: len(ASSET_FIELDS)]):
+            if t:
+                values[k] = _field_value(k, t)
+    return values
+
+
+def item_values(
+    asset_id: str, text: str, records: Mapping[RecordId, AssetValues | None]
+) -> list[Any]:
+    """A layout-3 item as values (``ITEM_FIELDS``, then the change stamp's difference
+    when it has one), its asset fields joined from ``records``."""
+    parts = text.split(",", 11)
+    if len(parts) < 11:
+        parts += [""] * (11 - len(parts))
+    last = int(parts[0])
+    values: list[Any] = [
+        asset_id,
+        last,
+        float(parts[1]),
+        float(parts[2]) if parts[2] else None,
+        last - int(parts[3]) if parts[3] else last,
+        1 if parts[4] == "1" else 0,
+        last - int(parts[5]) if parts[5] else None,
+        parts[6] or None,
+        *item_asset(asset_id, parts, records),
+        last - int(parts[7]) if parts[7] else None,
+    ]
+    if parts[8]:
+        values.append(int(parts[8]))
+    return values
 
 
 def changed_at(values: list[Any]) -> int:

@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from watch_history.codec import ITEM_FIELDS, item_to_api, items_from_values
+from watch_history.codec import ASSET_FIELDS, ITEM_FIELDS, item_to_api, items_from_values
 from watch_history.errors import InvalidInputError
 from watch_history.models import HistoryPage, HistoryQuery, Status
 
@@ -157,6 +157,35 @@ class Selection:
         elif q.status is Status.IN_PROGRESS:
             checks.append(lambda v: not v[_DONE] and v[_POS] >= resume_from)
         return tuple(checks)
+
+    def asset_check(self) -> Callable[[list[Any]], bool] | None:
+        """A check on an asset's 8 values (``codec.ASSET_FIELDS``) for the query's
+        filters on what an asset is, or None when it has none: the store runs it on
+        asset records before decoding items."""
+        q = self.query
+        wanted = [
+            (ASSET_FIELDS.index(name), value)
+            for name, value in (
+                ("sport", q.sport),
+                ("series", q.series),
+                ("show", q.show),
+                ("season", q.season),
+                ("asset_type", q.asset_type),
+            )
+            if value is not None
+        ]
+        teams = frozenset(q.teams) if q.teams else None
+        if not wanted and teams is None:
+            return None
+        at_teams = ASSET_FIELDS.index("teams")
+
+        def check(asset: list[Any]) -> bool:
+            for index, value in wanted:
+                if asset[index] != value:
+                    return False
+            return teams is None or not teams.isdisjoint(asset[at_teams] or ())
+
+        return check
 
     def matches(self, values: list[Any]) -> bool:
         """Whether a decoded item passes every filter of the query."""

@@ -37,7 +37,18 @@ from redis.exceptions import (
 
 from watch_history.changes import ChangeRecords, Delta, decode_token, delta
 from watch_history.coalesce import AssetGroup, group_by_profile
-from watch_history.codec import decode_item, item_from_values
+from watch_history.codec import (
+    AssetValues,
+    RecordId,
+    asset_key,
+    asset_values_of,
+    is_layout3,
+    item_asset,
+    item_from_values,
+    item_refs,
+    item_values,
+    update_argument,
+)
 from watch_history.connection import ClientType
 from watch_history.errors import (
     HistoryError,
@@ -144,6 +155,10 @@ class HistoryStore:
         self._record_config_items = json.dumps(
             [settings.completion_threshold, settings.max_items, 1], separators=(",", ":")
         )
+        # Asset records (codec.py): the keys this process wrote or saw written, and the
+        # values of those it read. Records never change, so neither goes stale.
+        self._records_written: set[str] = set()
+        self._records_read: dict[RecordId, AssetValues] = {}
 
     # --- keys and checks ----------------------------------------------------------------
 
@@ -190,14 +205,15 @@ class HistoryStore:
         """
         self.check_update(update)
         group = AssetGroup(update.profile_id, update.asset_id, [(0, update)])
-        reply = self._run(
-            "record_progress",
-            update.profile_id,
-            [self._record_config_items, group.script_argument(self.settings.completion_threshold)],
-        )
-        status, packed = reply[0]
+        argument, named = update_argument(group.collapsed(self.settings.completion_threshold))
+        self._write_records([named] if named else [], _Budget())
+        arguments = [self._record_config_items, argument]
+        reply = self._run("record_progress", update.profile_id, arguments)
+        status, text = reply[0]
         outcome = _outcome(status)
-        item = decode_item(packed) if packed else None
+        item = None
+        if text:
+            item = item_from_values(self._join([(update.asset_id, _text(text))])[0])
         if outcome is RecordOutcome.APPLIED and item is not None:
             return item
         raise StaleUpdateError(item, outcome.value)
@@ -268,13 +284,120 @@ class HistoryStore:
         sent = []
         for start in range(0, len(profiles), size):
             chunk = profiles[start : start + size]
-            calls = [
-                (profile_id, [self._record_config, *(g.script_argument(threshold) for g in groups)])
-                for profile_id, groups in chunk
-            ]
-            future = self._writer().submit(self._execute, "record_progress", calls, budget)
+            calls = []
+            named = []
+            for profile_id, groups in chunk:
+                arguments = [self._record_config]
+                for group in groups:
+                    argument, record = update_argument(group.collapsed(threshold))
+                    arguments.append(argument)
+                    if record is not None:
+                        named.append(record)
+                calls.append((profile_id, arguments))
+            future = self._writer().submit(self._record_chunk, calls, named, budget)
             sent.append((chunk, future))
         return sent
+
+    def _record_chunk(
+        self,
+        calls: list[tuple[str, list[str]]],
+        named: list[tuple[str, str, str]],
+        budget: _Budget,
+    ) -> list[Any | HistoryError]:
+        """The asset records the chunk's updates name (those not known written), then
+        the chunk's script calls. Records first: an item never names a missing record.
+        When they cannot be written, no call is sent: each fails, to be retried."""
+        try:
+            self._write_records(named, budget)
+        except HistoryError as exc:
+            return [exc] * len(calls)
+        return self._execute("record_progress", calls, budget)
+
+    def _write_records(self, named: Iterable[tuple[str, str, str]], budget: _Budget) -> None:
+        """``SET NX`` the asset records (assetId, version, text) this process has not
+        written yet, in one pipelined round trip (per node in a cluster); raises
+        StoreUnavailableError when any is not known written."""
+        prefix = self.settings.key_prefix
+        todo: dict[str, tuple[RecordId, str]] = {}
+        for asset_id, version, text in named:
+            key = asset_key(prefix, asset_id, version)
+            if key not in self._records_written:
+                todo[key] = ((asset_id, version), text)
+        if not todo:
+            return
+        if budget.expired():
+            raise StoreUnavailableError("not sent: the invocation's deadline is near")
+        try:
+            client = self.client
+            pipe = client.pipeline() if isinstance(client, RedisCluster) else client.pipeline(False)
+            for key, (_, text) in todo.items():
+                pipe.set(key, text, nx=True)
+            pipe.execute()
+        except HistoryError:
+            raise
+        except (RedisError, RedisClusterException, OSError) as exc:
+            raise StoreUnavailableError(f"writing {len(todo)} asset records: {exc}") from exc
+        if len(self._records_written) + len(todo) > RECORDS_KEPT:
+            self._records_written.clear()
+        self._records_written.update(todo)
+        for record_id, text in todo.values():
+            self._remember_record(record_id, asset_values_of(text))
+
+    def _remember_record(self, record_id: RecordId, values: AssetValues) -> None:
+        if len(self._records_read) >= RECORDS_KEPT:
+            self._records_read.clear()
+        self._records_read[record_id] = values
+
+    def _records(self, wanted: Iterable[RecordId]) -> dict[RecordId, AssetValues]:
+        """The asset records ``wanted``: from this process's cache, the rest in one
+        MGET (non-atomic, per slot, on a cluster: records are immutable). A record
+        that is missing (none is ever deleted by the service) is left out."""
+        found: dict[RecordId, AssetValues] = {}
+        missing: list[RecordId] = []
+        for record_id in wanted:
+            values = self._records_read.get(record_id)
+            if values is None:
+                missing.append(record_id)
+            else:
+                found[record_id] = values
+        if not missing:
+            return found
+        prefix = self.settings.key_prefix
+        keys = [asset_key(prefix, a, v) for a, v in missing]
+        try:
+            client = self.client
+            if isinstance(client, RedisCluster):
+                texts = client.mget_nonatomic(keys)
+            else:
+                texts = client.mget(keys)
+        except HistoryError:
+            raise
+        except (RedisError, RedisClusterException, OSError) as exc:
+            raise StoreUnavailableError(f"reading {len(keys)} asset records: {exc}") from exc
+        for record_id, text in zip(missing, texts, strict=True):
+            if text is not None:
+                values = asset_values_of(_text(text))
+                self._remember_record(record_id, values)
+                found[record_id] = values
+        return found
+
+    def _join(
+        self,
+        pairs: Sequence[tuple[str, str]],
+        asset_filter: Callable[[list[Any]], bool] | None = None,
+    ) -> list[list[Any]]:
+        """Layout-3 items, (assetId, text) pairs, as values with their asset fields
+        joined from the records they name. With ``asset_filter`` (a check on the 8
+        ``codec.ASSET_FIELDS`` values), only the items whose asset passes are decoded."""
+        refs = {ref for ref in (item_refs(a, t) for a, t in pairs) if ref is not None}
+        records = self._records(refs) if refs else {}
+        if asset_filter is None:
+            return [item_values(a, t, records) for a, t in pairs]
+        return [
+            item_values(a, t, records)
+            for a, t in pairs
+            if asset_filter(item_asset(a, t.split(",", 11), records))
+        ]
 
     @staticmethod
     def _gather(
@@ -352,8 +475,11 @@ class HistoryStore:
             raise InvalidInputError(f"at most {MAX_ASSET_IDS} asset ids at once")
         if not ids:
             return {}
-        packed = self._run("get_items", profile_id, ids)
-        return {a: orjson.loads(p) for a, p in zip(ids, packed, strict=True) if p}
+        layout, *stored = self._run("get_items", profile_id, ids)
+        if int(layout) < 3:  # layouts 1 and 2, read as they are
+            return {a: orjson.loads(p) for a, p in zip(ids, stored, strict=True) if p}
+        pairs = [(a, _text(t)) for a, t in zip(ids, stored, strict=True) if t]
+        return {values[0]: values for values in self._join(pairs)}
 
     def get_item(self, profile_id: str, asset_id: str) -> HistoryItem | None:
         return self.get_items(profile_id, [asset_id]).get(asset_id)
@@ -374,7 +500,7 @@ class HistoryStore:
         check_id("profileId", profile_id)
         stamp = decode_token(profile_id, since) if since else 0
         reply = self._run("read_changes", profile_id, [str(stamp)])
-        return delta(profile_id, ChangeRecords.from_reply(reply), stamp)
+        return delta(profile_id, ChangeRecords.from_reply(reply, self._join), stamp)
 
     def query(self, profile_id: str, query: HistoryQuery) -> HistoryPage:
         """A page of the profile's history: newest lastWatchedAt first, ties assetId
@@ -407,11 +533,50 @@ class HistoryStore:
             prefix = query.limit + 1
             if selection.filter_key != _NO_FILTERS:
                 prefix = max(self.settings.read_prefix_items, prefix)
-            packed = self._json_get(key, f"$.h[0:{prefix}]")
-            page = selection.page(decode_all(packed), complete=len(packed) < prefix)
+            values, complete = self._read_items(key, prefix)
+            page = selection.page(values, complete=complete)
             if page is not None:
                 return page
-        return _page_of(selection, decode_all(self._json_get(key, "$.h")))
+        # On what an asset is, a layout-3 history is filtered on the asset records (one
+        # per asset, cached): only the items of matching assets are decoded.
+        values, _ = self._read_items(key, None, selection.asset_check())
+        return _page_of(selection, values)
+
+    def stored_items(self, profile_id: str) -> list[list[Any]]:
+        """Every item of the profile's history, decoded (codec.py's values), any layout."""
+        return self._read_items(self.key(profile_id), None)[0]
+
+    def _read_items(
+        self,
+        key: str,
+        prefix: int | None,
+        asset_filter: Callable[[list[Any]], bool] | None = None,
+    ) -> tuple[list[list[Any]], bool]:
+        """The first ``prefix`` items of the history (None: all), decoded, and whether
+        they are all of it; in one JSON.GET of the items and their ids, any layout."""
+        if prefix is None:
+            paths = ("$.h", "$.ids")
+        else:  # one more than asked: whether there is more (and layout 3's head)
+            paths = (f"$.h[0:{prefix + 2}]", f"$.ids[0:{prefix + 1}]")
+        try:
+            raw = self.client.execute_command("JSON.GET", key, *paths)
+        except HistoryError:
+            raise  # e.g. the credentials: a ConfigurationError stays one
+        except (RedisError, RedisClusterException, OSError) as exc:
+            raise StoreUnavailableError(f"reading {key}: {exc}") from exc
+        if raw is None:
+            return [], True
+        got = orjson.loads(raw)
+        h, ids = got.get(paths[0]) or [], got.get(paths[1]) or []
+        if prefix is None:  # a whole array is one match
+            h, ids = (h[0] if h else []), (ids[0] if ids else [])
+        if h and is_layout3(h[0]):
+            texts = h[1:]
+            complete = prefix is None or len(texts) <= prefix
+            pairs = list(zip(ids, texts[:prefix] if prefix is not None else texts, strict=False))
+            return self._join(pairs, asset_filter), complete
+        complete = prefix is None or len(h) <= prefix
+        return decode_all(h[:prefix] if prefix is not None else h), complete
 
     def continue_watching(
         self, profile_id: str, limit: int = 20, cursor: str | None = None
@@ -426,21 +591,6 @@ class HistoryStore:
         return int(self.client.memory_usage(self.key(profile_id), samples=0) or 0)
 
     # --- the network --------------------------------------------------------------------
-
-    def _json_get(self, key: str, path: str) -> list[Any]:
-        """The values a $-path selects: the array's items for "$.h", the slice's for a slice."""
-        try:
-            raw = self.client.execute_command("JSON.GET", key, path)
-        except HistoryError:
-            raise  # e.g. the credentials: a ConfigurationError stays one
-        except (RedisError, RedisClusterException, OSError) as exc:
-            raise StoreUnavailableError(f"reading {key}: {exc}") from exc
-        if raw is None:
-            return []
-        matches: list[Any] = orjson.loads(raw)
-        if path.endswith("]"):
-            return matches  # a slice selects each item
-        return matches[0] if matches else []
 
     def _run(self, name: str, profile_id: str, args: Sequence[str]) -> Any:
         reply = self._execute(name, [(profile_id, args)])[0]
@@ -642,6 +792,13 @@ class _Budget:
 
 
 _NO_FILTERS: Final = HistoryQuery().filter_key()
+RECORDS_KEPT: Final = 100_000
+"""Asset records a process remembers (written, and read: ~200 bytes each); then it
+starts again."""
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def _as_reply(result: Any, key: str) -> Any | HistoryError:

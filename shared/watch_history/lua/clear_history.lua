@@ -3,31 +3,35 @@
 --
 -- ARGV: none. Returns the number of items that were there.
 
-local watermark, _, front = read_head()
-local get1, array_len = rare().get1, rare().array_len
+local watermark, tids, front = read_head()
+local r = rare()
 local now = now_ms()
-local n_items = array_len('$.h')
+local n_items = r.count_items()
 local mark = math.max(watermark, now)
 if front ~= nil then
   local newest = front[F_LAST] -- the array is sorted: the first is the newest
   if newest > mark then mark = newest end
 end
-redis.call('JSON.SET', K, '$.h', '[]')
+redis.call('JSON.SET', K, '$.h', '[' .. quoted(EMPTY_HEAD) .. ']') -- the head: below
 redis.call('JSON.SET', K, '$.ids', '[]')
-redis.call('JSON.SET', K, '$.wm', mark)
+head.front = ''
+head.wm = mark
 -- For the changes feed: a token older than this clear gets "reset" (drop everything);
 -- the removal and eviction records before it say nothing more than that.
-redis.call('JSON.SET', K, '$.wcs', change_stamp())
+head.wcs = change_stamp()
+head_dirty = true
 redis.call('JSON.SET', K, '$.eid', '[]')
 redis.call('JSON.SET', K, '$.ecs', '[]')
 -- Tombstones at or before the watermark say nothing more than it does.
-local times = get1('$.tts')
+local times = r.get1('$.tts')
 for j = #times, 1, -1 do
   if times[j] <= mark then
     redis.call('JSON.ARRPOP', K, '$.tid', j - 1)
     redis.call('JSON.ARRPOP', K, '$.tts', j - 1)
     redis.call('JSON.ARRPOP', K, '$.tcs', j - 1)
+    table.remove(tids, j)
   end
 end
-commit_stamp() -- the history is empty: "cs" holds the clear's stamp
+head.nt = #tids
+commit() -- the history is empty: the head's cs holds the clear's stamp
 return n_items

@@ -1,29 +1,36 @@
 -- Shared prelude of every watch-history script (store.py prepends it to each).
 --
--- KEYS[1] is the profile's document (see codec.py for its layout). Every script
--- touches only that key, so in cluster mode it runs on the one shard that owns the
--- profile's {hash tag}, atomically: no other command on that profile interleaves.
+-- KEYS[1] is the profile's document (codec.py documents layout 3, and layouts 1 and 2
+-- that it still reads). Every script touches only that key, so in cluster mode it runs
+-- on the one shard that owns the profile's {hash tag}, atomically: no other command on
+-- that profile interleaves. The shared asset records (codec.py) live on other slots:
+-- the scripts never touch them; the client writes them before an item names them.
 --
 -- Only JSON commands and paths that behave the same on Amazon MemoryDB (valkey-json)
 -- and on RedisJSON are used (../shared/memorydb-json.md): static $-paths, array
--- indices >= 0, ARRINDEX/ARRINSERT/ARRPOP/ARRAPPEND, never a filter path in a write.
--- Values coming from clients arrive only in ARGV, JSON-encoded by cjson before they
--- reach a JSON command, never spliced into a path.
+-- indices >= 0, slices, ARRINDEX/ARRINSERT/ARRPOP/ARRAPPEND, never a filter path in a
+-- write. Values coming from clients arrive only in ARGV and are never spliced into a
+-- path. Item and head texts hold no character that JSON escapes (codec.py: the
+-- client percent-escapes titles), so '"' .. text .. '"' is their JSON string.
 
 local K = KEYS[1]
 local NULL = cjson.null
 
--- Positions in an item's array; codec.ITEM_FIELDS has the same order.
+-- An item decoded (item_of) is a table with the positions of codec.ITEM_FIELDS, which
+-- update_rules.lua works on; layout 3's text is only how it is stored.
 local F_ID, F_LAST, F_POS, F_DUR, F_FIRST, F_DONE, F_DONE_AT, F_DEVICE = 1, 2, 3, 4, 5, 6, 7, 8
 local F_TYPE, F_SEASON, F_EPISODE = 9, 15, 16
--- When the stored device was named, if not at F_LAST (null in the common case: the
--- newest update named it).
+-- When the stored device was named, if not at F_LAST (null in the common case).
 local F_DEVICE_AT = 17
 local N_FIELDS = 17
--- After the N_FIELDS fields (codec.CHANGED_POSITION): when the item last changed, as
--- its change stamp minus its lastWatchedAt (a few digits for a heartbeat, see
--- change_stamp below). Items written before change stamps existed have none.
+-- After the N_FIELDS fields: the change stamp minus lastWatchedAt (nil: none, an item
+-- written before change stamps existed).
 local F_CHANGED = N_FIELDS + 1
+local N_ASSET = 8 -- F_TYPE .. F_EPISODE (codec.ASSET_FIELDS)
+
+-- An asset field whose value is the item's asset record's (item.ref): the script does
+-- not know the value, only that it is set (the record's mask says which are).
+local FROM_REF = {}
 
 local function is_null(v)
   return v == nil or v == NULL
@@ -36,30 +43,209 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
-local function pack(item)
-  local n = N_FIELDS
-  if item[F_CHANGED] == nil then
-    while n > 0 and is_null(item[n]) do
-      item[n] = nil
-      n = n - 1
-    end
-  end -- else every field is written (null where missing): the stamp comes after them
-  local text = cjson.encode(item)
-  for i = n + 1, N_FIELDS do item[i] = NULL end
-  return text
+-- Numbers are written as cjson wrote them in layout 2 (14 significant digits: every
+-- epoch ms exactly, positions as the client sent them up to that precision).
+local function fmt(x)
+  return string.format('%.14g', x)
 end
 
--- The helpers of the rare paths (a new item, a move, an eviction, a removal, an
--- upgrade) are built by rare() on first use, not up front: an EVAL script runs its
--- whole body on every call, so every top-level `local function` costs a closure and its
--- upvalues on every call, used or not. A heartbeat (its newest item updated) never
--- calls rare(): measured with callgrind, that saves it about 20k of the ~300k
--- instructions the engine spends on it (FUNCTION/FCALL would define them all once).
+-- The first ``n`` comma-separated fields of ``text`` (missing ones ''), and the text
+-- after the n-th comma (nil when there is none): fields a script does not know, kept
+-- as they are.
+local function fields_of(text, n)
+  local out, from = {}, 1
+  for i = 1, n do
+    local at = string.find(text, ',', from, true)
+    if not at then
+      out[i] = string.sub(text, from)
+      for j = i + 1, n do out[j] = '' end
+      return out, nil
+    end
+    out[i] = string.sub(text, from, at - 1)
+    from = at + 1
+  end
+  return out, string.sub(text, from)
+end
+
+-- --- layout 3's item text (codec.py, "The item") -------------------------------------
+local I_KNOWN = 11 -- fields this code knows; later ones are carried through as they are
+
+-- The asset fields an item keeps itself (not its record's): 8 ';'-separated texts,
+-- '' where the record's value (or none) stands.
+local function inline_of(text, item)
+  local from = 1
+  for k = 0, N_ASSET - 1 do
+    local at = string.find(text, ';', from, true)
+    local v = at and string.sub(text, from, at - 1) or string.sub(text, from)
+    if v ~= '' then item[F_TYPE + k] = v end
+    if not at then break end
+    from = at + 1
+  end
+end
+
+-- An item (the table update_rules.lua edits) from its stored text and asset id.
+local function item_of(asset_id, text)
+  local f, rest = fields_of(text, I_KNOWN)
+  local last = tonumber(f[1])
+  local item = {asset_id, last, tonumber(f[2]), NULL, last, 0, NULL, NULL}
+  for i = 9, N_FIELDS do item[i] = NULL end
+  if f[3] ~= '' then item[F_DUR] = tonumber(f[3]) end
+  if f[4] ~= '' then item[F_FIRST] = last - tonumber(f[4]) end
+  if f[5] == '1' then item[F_DONE] = 1 end
+  if f[6] ~= '' then item[F_DONE_AT] = last - tonumber(f[6]) end
+  if f[7] ~= '' then item[F_DEVICE] = f[7] end
+  if f[8] ~= '' then item[F_DEVICE_AT] = last - tonumber(f[8]) end
+  if f[9] ~= '' then item[F_CHANGED] = tonumber(f[9]) end
+  if f[10] ~= '' then
+    item.ref = f[10]
+    local mask = tonumber(string.sub(f[10], 1, 2), 16)
+    for k = 0, N_ASSET - 1 do
+      if bit.band(mask, bit.lshift(1, k)) ~= 0 then item[F_TYPE + k] = FROM_REF end
+    end
+  end
+  if f[11] ~= '' then inline_of(f[11], item) end
+  item.rest = rest
+  return item
+end
+
+local function opt_delta(last, t)
+  if is_null(t) then return '' end
+  return fmt(last - t)
+end
+
+-- The stored text of an item (trailing empty fields left out: absent means unset).
+local function item_text(item)
+  local last = item[F_LAST]
+  local inline = ''
+  local parts, any = {}, false
+  for k = 1, N_ASSET do
+    local v = item[F_TYPE + k - 1]
+    if type(v) == 'string' then
+      parts[k] = v
+      any = true
+    else
+      parts[k] = ''
+    end
+  end
+  if any then inline = table.concat(parts, ';') end
+  local first = last - item[F_FIRST]
+  local changed = item[F_CHANGED]
+  local text = table.concat({
+    fmt(last),
+    fmt(item[F_POS]),
+    is_null(item[F_DUR]) and '' or fmt(item[F_DUR]),
+    first ~= 0 and fmt(first) or '',
+    item[F_DONE] == 1 and '1' or '',
+    opt_delta(last, item[F_DONE_AT]),
+    is_null(item[F_DEVICE]) and '' or item[F_DEVICE],
+    opt_delta(last, item[F_DEVICE_AT]),
+    (changed == nil or changed == NULL) and '' or fmt(changed),
+    item.ref or '',
+    inline,
+  }, ',')
+  if item.rest ~= nil then return text .. ',' .. item.rest end
+  return (string.gsub(text, ',+$', ''))
+end
+
+-- After the rules applied update ``u`` (nil: none) to ``item``: which asset record it
+-- names (item.ref) and which fields it keeps itself. It names u's record (U_REF) when
+-- its asset fields are exactly u's; it keeps its own record while some field is still
+-- that record's; every other set field is kept in the item (codec.py: "Asset records").
+local U_REF = 19 -- after update_rules.lua's U_* positions
+local U_ASSET = 7 -- update_rules.lua's U_META_FIRST
+local function settle_assets(item, u)
+  local ref = u and u[U_REF]
+  if not is_null(ref) then
+    local same = true
+    for k = 0, N_ASSET - 1 do
+      local mine, theirs = item[F_TYPE + k], u[U_ASSET + k]
+      if mine == FROM_REF then
+        if item.ref ~= ref then same = false; break end
+      elseif is_null(mine) ~= is_null(theirs) or (not is_null(mine) and mine ~= theirs) then
+        same = false
+        break
+      end
+    end
+    if same then
+      item.ref = ref
+      for k = 0, N_ASSET - 1 do
+        if not is_null(item[F_TYPE + k]) then item[F_TYPE + k] = FROM_REF end
+      end
+      return
+    end
+  end
+  for k = 0, N_ASSET - 1 do
+    if item[F_TYPE + k] == FROM_REF then return end -- the record still says something
+  end
+  item.ref = nil
+end
+
+local function quoted(text)
+  return '"' .. text .. '"'
+end
+
+-- --- the head: h[0] ------------------------------------------------------------------
+-- "L3,<wm>,<cs>,<hz>,<wcs>,<tombstones>,<front assetId>": what every write checks,
+-- read with the front item in ONE call (JSON.RESP of the slice h[0:2]). See codec.py.
+local head = nil -- {wm, cs, hz, wcs, nt, front}
+local head_dirty = false
+local front_stamped = false
+local head_front_stamp = 0
+
+local function head_text()
+  return 'L3,' .. fmt(head.wm) .. ',' .. fmt(head.cs) .. ',' .. fmt(head.hz) .. ','
+    .. fmt(head.wcs) .. ',' .. head.nt .. ',' .. head.front
+end
+
+local EMPTY_HEAD = 'L3,0,0,0,0,0,'
+local EMPTY_DOC = '{"v":3,"h":["' .. EMPTY_HEAD .. '"],"ids":[],"tid":[],"tts":[],"tcs":[],'
+  .. '"eid":[],"ecs":[]}'
+
+local function parse_head(text)
+  local f = fields_of(text, 7)
+  head = {
+    wm = tonumber(f[2]), cs = tonumber(f[3]), hz = tonumber(f[4]), wcs = tonumber(f[5]),
+    nt = tonumber(f[6]), front = f[7],
+  }
+end
+
 local rare
 
--- The tombstone of an asset (0 when none) and its index in "tid" (-1 when none):
--- updates at or before it are ignored. ``tids`` is the decoded "tid" array (from
--- read_head), usually empty, so no server call is needed to find out.
+-- An item's change stamp; 0 for an item written before change stamps existed.
+local function stamp_of(item)
+  local changed = item[F_CHANGED]
+  if changed == nil or changed == NULL then return 0 end
+  return item[F_LAST] + changed
+end
+
+-- What every write needs first, in one call: the head and the front item. A profile
+-- without a document gets an empty one; a document in layout 1 or 2 is rewritten in
+-- layout 3 first (rare().upgrade). Returns wm, tids (the tombstoned asset ids, read
+-- only when the head counts some), front (the newest item, decoded; nil when none).
+local function read_head()
+  local got = redis.call('JSON.RESP', K, '$.h[0:2]') or {}
+  local h0 = got[1]
+  if h0 == nil or string.sub(h0, 1, 3) ~= 'L3,' then
+    if redis.call('EXISTS', K) == 0 then
+      redis.call('JSON.SET', K, '$', EMPTY_DOC)
+      parse_head(EMPTY_HEAD)
+      return 0, {}, nil
+    end
+    rare().upgrade()
+    got = redis.call('JSON.RESP', K, '$.h[0:2]')
+  end
+  parse_head(got[1])
+  local tids = {}
+  if head.nt > 0 then tids = rare().get1('$.tid') end
+  local front = nil
+  if got[2] then
+    front = item_of(head.front, got[2])
+    head_front_stamp = stamp_of(front)
+  end
+  return head.wm, tids, front
+end
+
+-- The tombstone of an asset (0 when none) and its index in "tid" (-1 when none).
 local function tombstone_of(asset_id, tids)
   for j = 1, #tids do
     if tids[j] == asset_id then return rare().get1('$.tts[' .. (j - 1) .. ']'), j - 1 end
@@ -67,57 +253,13 @@ local function tombstone_of(asset_id, tids)
   return 0, -1
 end
 
-local EMPTY_DOC = '{"v":2,"h":[],"ids":[],"tid":[],"tts":[],"tcs":[],"wm":0,'
-  .. '"cs":0,"hz":0,"wcs":0,"eid":[],"ecs":[]}'
-
--- The document's "cs" as read_head found it (nil when the document predates change
--- stamps, see change_stamp), and the change stamp its front item carries (0: none).
-local head_cs = nil
-local head_front_stamp = 0
-
--- An item's change stamp (F_CHANGED holds it minus the item's lastWatchedAt); 0 for an
--- item written before change stamps existed.
-local function stamp_of(item)
-  local changed = item[F_CHANGED]
-  if changed == nil or changed == NULL then return 0 end
-  return item[F_LAST] + changed
-end
-
--- What every write needs first: the clear-all watermark, the tombstoned asset ids and
--- "cs" in one JSON.GET (one union path: values in the order asked on both engines, a
--- missing member left out, so "cs" goes last: documents older than change stamps have
--- none), then the newest item (the one heartbeats usually update, and the other half
--- of the latest stamp: see change_stamp) by JSON.RESP, which hands the packed text over
--- as it is stored. Measured (instructions, both engines): this costs less than one
--- JSON.GET of four paths, whose reply is an object keyed by path with the item's text
--- escaped inside it (RedisJSON compiles each path per call; cjson un-escapes the text
--- char by char). Creates the document when the profile has none. Returns wm, tids,
--- front (the newest item, decoded; nil when the history is empty).
-local function read_head()
-  local raw = redis.call('JSON.GET', K, "$['wm','tid','cs']")
-  if not raw then
-    redis.call('JSON.SET', K, '$', EMPTY_DOC)
-    head_cs = 0
-    return 0, {}, nil
-  end
-  local head = cjson.decode(raw)
-  head_cs = head[3]
-  local packed = redis.call('JSON.RESP', K, '$.h[0]')[1]
-  local front = nil
-  if packed then
-    front = cjson.decode(packed)
-    head_front_stamp = stamp_of(front)
-  end
-  return head[1], head[2], front
-end
-
 -- --- change stamps: what the changes feed (read_changes.lua) is built on ------------
 --
 -- Every script call that changes a profile takes ONE change stamp, and everything it
 -- changes carries it: items (F_CHANGED), removals (tombstone "tcs"), evictions
--- ("eid"/"ecs"), a clear ("wcs"). The document's latest stamp becomes the client's
--- token. A stamp is the server's clock in ms, but strictly greater than the previous
--- one of the profile:
+-- ("eid"/"ecs"), a clear (the head's wcs). The document's latest stamp becomes the
+-- client's token. A stamp is the server's clock in ms, but strictly greater than the
+-- previous one of the profile:
 --     stamp = max(TIME in ms, latest + 1)
 -- Why not the plain clock: two writes in one millisecond, and a sync between them:
 --     write A at 1000 ms -> latest 1000    (plain clock: A stamped 1000)
@@ -126,62 +268,50 @@ end
 --     client syncs since 1000 -> gets B     sync "since 1000" would never return B)
 -- A script runs alone on its shard, so the read of the latest stamp, the write and the
 -- new latest stamp are one step; a clock that goes back (failover to a node whose clock
--- is behind) cannot reuse a stamp either. Scripts replicate their effects, so TIME is
--- allowed here and replicas store the same stamps.
+-- is behind) cannot make a stamp repeat either.
 --
--- Where the latest stamp is kept: latest = max("cs", the front item's stamp). A
--- heartbeat updates the front item, which then carries the call's stamp, so "cs" is
--- written only by a call that leaves the front item without it (a removal, a clear, a
--- stale update or a new item further down, an eviction of the front): one JSON.SET
--- less per heartbeat, so one write command, not a MULTI/EXEC of two, goes to the
--- replicas and the log (241 bytes instead of 332; -3 to -4% of its instructions net:
--- docs/speed.md). read_changes.lua reads both. "cs" is written at the end of the call
--- (commit_stamp), once the front item is known; a script that fails half-way (a bug:
--- its writes are not rolled back) could leave an item stamped after the latest stamp,
--- as it could leave any other half-done write.
---
--- "hz" (horizon): no token older than it can be answered, because something changed
--- after it that the document no longer remembers (a tombstone past its TTL, an
--- eviction record dropped past the cap, or the document's first change: nothing
--- before it is known). read_changes answers such tokens "gone": the client re-reads.
-
+-- The latest stamp is max(head's cs, the front item's stamp): a heartbeat on the front
+-- item stamps only that item and leaves the head alone (one JSON.SET). A call that
+-- leaves the front item without its stamp writes cs into the head (commit).
 local stamp = nil
--- Whether the front item carries this call's stamp (set where items are written).
-local front_stamped = false
 
--- This call's change stamp (taken on first use; read_head has run by then).
 local function change_stamp()
   if stamp ~= nil then return stamp end
   stamp = now_ms()
-  if head_cs == nil then
-    rare().add_change_fields() -- a document written before change stamps ("v":1)
-  end
-  local last = math.max(head_cs or 0, head_front_stamp)
+  local last = math.max(head.cs, head_front_stamp)
   if last > 0 then
     if last + 1 > stamp then stamp = last + 1 end
   else
-    redis.call('JSON.SET', K, '$.hz', stamp) -- the first change: nothing before is known
+    head.hz = stamp -- the first change: nothing before is known
+    head_dirty = true
   end
   return stamp
 end
 
--- Every writing script ends with this: "cs" is written unless the front item carries
--- the stamp (see above).
-local function commit_stamp()
-  if stamp ~= nil and not front_stamped then redis.call('JSON.SET', K, '$.cs', stamp) end
+-- Every writing script ends with this: the head is written when it changed (its cs
+-- unless the front item carries the stamp).
+local function commit()
+  if stamp ~= nil and not front_stamped and head.cs ~= stamp then
+    head.cs = stamp
+    head_dirty = true
+  end
+  if head_dirty then redis.call('JSON.SET', K, '$.h[0]', quoted(head_text())) end
 end
 
--- Write an item back in place (it carries this call's stamp when the call took one).
+-- Write an item back in place (idx: 0-based in history order; h[idx + 1]).
 local function set_item(idx, item)
-  redis.call('JSON.SET', K, '$.h[' .. idx .. ']', cjson.encode(pack(item)))
-  if idx == 0 then front_stamped = true end
+  redis.call('JSON.SET', K, '$.h[' .. (idx + 1) .. ']', quoted(item_text(item)))
+  if idx == 0 then front_stamped = stamp ~= nil and stamp_of(item) == stamp end
 end
 
 local function stamp_item(item)
   item[F_CHANGED] = change_stamp() - item[F_LAST]
 end
 
--- --- the rare paths' helpers (see rare above) ---------------------------------------
+-- --- the rare paths' helpers ---------------------------------------------------------
+-- Built by rare() on first use, not up front: an EVAL script runs its whole body on
+-- every call, so every top-level `local function` costs a closure on every call, used
+-- or not. A heartbeat on the front item never calls rare().
 
 local helpers = nil
 function rare()
@@ -196,84 +326,85 @@ function rare()
     return found[1]
   end
 
-  -- Index (0-based) of a string in one of the document's arrays, or -1.
-  local function index_of(array_path, value)
-    return redis.call('JSON.ARRINDEX', K, array_path, cjson.encode(value))[1]
+  -- Index (0-based) of an asset in "ids" (and so in history order), or -1.
+  local function index_of(asset_id)
+    return redis.call('JSON.ARRINDEX', K, '$.ids', quoted(asset_id))[1]
   end
 
-  local function array_len(array_path)
-    return redis.call('JSON.ARRLEN', K, array_path)[1]
+  local function count_items()
+    return redis.call('JSON.ARRLEN', K, '$.ids')[1]
   end
 
-  -- An item of the history, decoded to a table of N_FIELDS entries (holes are NULL so
-  -- that cjson encodes it back as an array).
+  local function id_at(idx)
+    return redis.call('JSON.RESP', K, '$.ids[' .. idx .. ']')[1]
+  end
+
+  local function text_at(idx)
+    return redis.call('JSON.RESP', K, '$.h[' .. (idx + 1) .. ']')[1]
+  end
+
   local function item_at(idx)
-    local packed = get1('$.h[' .. idx .. ']')
-    local item = cjson.decode(packed)
-    for i = #item + 1, N_FIELDS do item[i] = NULL end
-    return item
+    return item_of(id_at(idx), text_at(idx))
+  end
+
+  -- lastWatchedAt of the item at idx, without decoding the rest.
+  local function last_at(idx)
+    local text = text_at(idx)
+    return tonumber(string.sub(text, 1, string.find(text, ',', 1, true) - 1))
   end
 
   -- History order: newest lastWatchedAt first, ties by assetId ascending.
-  local function comes_before(last_a, id_a, last_b, id_b)
-    if last_a ~= last_b then return last_a > last_b end
-    return id_a < id_b
+  local function comes_before(last, id, idx)
+    local other = last_at(idx)
+    if last ~= other then return last > other end
+    return id < id_at(idx)
   end
 
   -- Where an item with (last, id) belongs in h[lo, hi): binary search on the sorted
   -- array. The common case (the newest item) answers at the first probe.
   local function insert_position(last, id, hi)
-    local lo = 0
-    if hi == 0 then return 0 end
-    local first = item_at(0)
-    if comes_before(last, id, first[F_LAST], first[F_ID]) then return 0 end
-    lo = 1
+    if hi == 0 or comes_before(last, id, 0) then return 0 end
+    local lo = 1
     while lo < hi do
       local mid = math.floor((lo + hi) / 2)
-      local other = item_at(mid)
-      if comes_before(last, id, other[F_LAST], other[F_ID]) then hi = mid else lo = mid + 1 end
+      if comes_before(last, id, mid) then hi = mid else lo = mid + 1 end
     end
     return lo
   end
 
-  -- (items written carry this call's stamp: see front_stamped)
   local function insert_item(pos, item)
-    redis.call('JSON.ARRINSERT', K, '$.h', pos, cjson.encode(pack(item)))
-    redis.call('JSON.ARRINSERT', K, '$.ids', pos, cjson.encode(item[F_ID]))
-    if pos == 0 then front_stamped = true end
+    redis.call('JSON.ARRINSERT', K, '$.h', pos + 1, quoted(item_text(item)))
+    redis.call('JSON.ARRINSERT', K, '$.ids', pos, quoted(item[F_ID]))
+    if pos == 0 then
+      front_stamped = stamp ~= nil and stamp_of(item) == stamp
+      head.front = item[F_ID]
+      head_dirty = true
+    end
   end
 
   local function remove_at(idx)
-    redis.call('JSON.ARRPOP', K, '$.h', idx)
+    redis.call('JSON.ARRPOP', K, '$.h', idx + 1)
     redis.call('JSON.ARRPOP', K, '$.ids', idx)
-    if idx == 0 then front_stamped = false end
-  end
-
-  -- A document written before change stamps ("v":1) gets their fields.
-  local function add_change_fields()
-    local n = array_len('$.tid') or 0
-    local zeros = {}
-    for j = 1, n do zeros[j] = 0 end
-    redis.call('JSON.SET', K, '$.tcs', n > 0 and cjson.encode(zeros) or '[]')
-    redis.call('JSON.SET', K, '$.eid', '[]')
-    redis.call('JSON.SET', K, '$.ecs', '[]')
-    redis.call('JSON.SET', K, '$.wcs', 0)
-    redis.call('JSON.SET', K, '$.cs', 0) -- it has stamps from now on (see read_head)
-    redis.call('JSON.SET', K, '$.v', 2)
+    if idx == 0 then
+      front_stamped = false
+      head.front = id_at(0) or ''
+      head_dirty = true
+    end
   end
 
   -- Tokens older than ``at`` can no longer be answered (something after them is forgotten).
   local function forget_until(at)
-    local horizon = get1('$.hz') or 0
-    if at > horizon then redis.call('JSON.SET', K, '$.hz', at) end
+    if at > head.hz then
+      head.hz = at
+      head_dirty = true
+    end
   end
 
   -- The item at ``idx`` is about to be evicted (rule 5): remember it for the changes
   -- feed, at most ``cap`` records (the oldest forgotten first, moving the horizon).
   local function note_evicted(idx, cap)
-    local asset_id = get1('$.ids[' .. idx .. ']')
     local at = change_stamp()
-    redis.call('JSON.ARRAPPEND', K, '$.eid', cjson.encode(asset_id))
+    redis.call('JSON.ARRAPPEND', K, '$.eid', quoted(id_at(idx)))
     local n = redis.call('JSON.ARRAPPEND', K, '$.ecs', at)[1]
     if n > cap then
       local oldest = cjson.decode(redis.call('JSON.ARRPOP', K, '$.ecs', 0)[1])
@@ -282,17 +413,94 @@ function rare()
     end
   end
 
+  -- An asset field of layout 1 or 2 (a JSON value) as layout 3's text (codec.py
+  -- asset_text: the same text the client sends for the same value).
+  local function field_text(v)
+    if is_null(v) then return nil end
+    if type(v) == 'number' then return fmt(v) end
+    if type(v) == 'table' then
+      if #v == 0 then return nil end
+      return table.concat(v, ' ')
+    end
+    return (string.gsub(v, '[%%,;"\\%c]', function(c)
+      return string.format('%%%02X', string.byte(c))
+    end))
+  end
+
+  local function json_strings(list)
+    local out = {}
+    for i = 1, #list do out[i] = quoted(list[i]) end
+    return '[' .. table.concat(out, ',') .. ']'
+  end
+
+  local function json_numbers(list)
+    local out = {}
+    for i = 1, #list do out[i] = fmt(list[i]) end
+    return '[' .. table.concat(out, ',') .. ']'
+  end
+
+  -- Rewrite a document of layout 1 or 2 in layout 3, in one JSON.SET: every item as
+  -- text, its asset fields kept in the item (the script cannot write asset records:
+  -- their keys are on other slots; the item names a record from its next update on
+  -- that carries its whole description). Layout 1 (before the changes feed) gets empty
+  -- change records and items without stamps, as layout 2's scripts gave it.
+  local function upgrade()
+    local doc = cjson.decode(redis.call('JSON.GET', K, '$'))[1]
+    local texts = {}
+    local h, ids = doc.h or {}, doc.ids or {}
+    for i = 1, #h do
+      local v = cjson.decode(h[i])
+      local item = {ids[i], v[F_LAST], v[F_POS], NULL, v[F_FIRST], 0, NULL, NULL}
+      for j = 4, N_FIELDS do
+        if not is_null(v[j]) then item[j] = v[j] else item[j] = NULL end
+      end
+      item[F_ID] = ids[i]
+      for k = 0, N_ASSET - 1 do
+        local t = field_text(item[F_TYPE + k])
+        item[F_TYPE + k] = t == nil and NULL or t
+      end
+      if v[F_DONE] == 1 or v[F_DONE] == true then item[F_DONE] = 1 else item[F_DONE] = 0 end
+      item[F_CHANGED] = v[F_CHANGED]
+      texts[i + 1] = quoted(item_text(item))
+    end
+    local tid, tts = doc.tid or {}, doc.tts or {}
+    local tcs = doc.tcs
+    if tcs == nil then
+      tcs = {}
+      for j = 1, #tid do tcs[j] = 0 end
+    end
+    head = {
+      wm = doc.wm or 0, cs = doc.cs or 0, hz = doc.hz or 0, wcs = doc.wcs or 0,
+      nt = #tid, front = ids[1] or '',
+    }
+    texts[1] = quoted(head_text())
+    redis.call('JSON.SET', K, '$', '{"v":3,"h":[' .. table.concat(texts, ',') .. '],"ids":'
+      .. json_strings(ids) .. ',"tid":' .. json_strings(tid) .. ',"tts":' .. json_numbers(tts)
+      .. ',"tcs":' .. json_numbers(tcs) .. ',"eid":' .. json_strings(doc.eid or {})
+      .. ',"ecs":' .. json_numbers(doc.ecs or {}) .. '}')
+  end
+
+  -- The change stamp of a layout 1/2 item (its packed JSON array); 0 when it has none.
+  local function v2_stamp(packed)
+    local v = cjson.decode(packed)
+    if is_null(v[F_CHANGED]) then return 0 end
+    return v[F_LAST] + v[F_CHANGED]
+  end
+
   helpers = {
+    v2_stamp = v2_stamp,
     get1 = get1,
     index_of = index_of,
-    array_len = array_len,
+    count_items = count_items,
+    id_at = id_at,
     item_at = item_at,
+    last_at = last_at,
     insert_position = insert_position,
     insert_item = insert_item,
     remove_at = remove_at,
-    add_change_fields = add_change_fields,
     forget_until = forget_until,
     note_evicted = note_evicted,
+    upgrade = upgrade,
   }
   return helpers
 end

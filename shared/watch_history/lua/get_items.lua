@@ -1,20 +1,30 @@
 -- The stored items of some assets of one profile, in one round trip.
 --
--- ARGV: asset ids. Returns one packed item (or false) per id, in the same order.
--- ARRINDEX on the "ids" array finds each without decoding the others.
+-- ARGV: asset ids. Returns the document's layout (3, or 2 for layouts 1 and 2, read as
+-- they are), then one stored item (or false) per id, in the same order: layout 3's item
+-- text (codec.py), or layout 2's packed JSON array. ARRINDEX on the "ids" array finds
+-- each without decoding the others.
 
-local get1 = rare().get1
 local out = {}
-if redis.call('EXISTS', K) == 0 then
-  for a = 1, #ARGV do out[a] = false end
+local h0 = redis.call('JSON.RESP', K, '$.h[0]')
+if not h0 then -- no document
+  out[1] = 3
+  for a = 1, #ARGV do out[a + 1] = false end
   return out
 end
+-- Layout 3 keeps its head at h[0]: item i is at h[i + 1].
+local shift = 0
+out[1] = 2
+if h0[1] ~= nil and string.sub(h0[1], 1, 3) == 'L3,' then
+  shift = 1
+  out[1] = 3
+end
 for a = 1, #ARGV do
-  local idx = redis.call('JSON.ARRINDEX', K, '$.ids', cjson.encode(ARGV[a]))
+  local idx = redis.call('JSON.ARRINDEX', K, '$.ids', quoted(ARGV[a]))
   if idx and idx[1] and idx[1] >= 0 then
-    out[a] = get1('$.h[' .. idx[1] .. ']')
+    out[a + 1] = redis.call('JSON.RESP', K, '$.h[' .. (idx[1] + shift) .. ']')[1]
   else
-    out[a] = false
+    out[a + 1] = false
   end
 end
 return out

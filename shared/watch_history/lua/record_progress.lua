@@ -5,13 +5,17 @@
 -- ARGV[2..]: one JSON array per asset: a coalesced update (coalesce.py builds them):
 --   [assetId, newestTime, position, duration|null, complete (0|1), deviceId|null,
 --    type, title, sport, series, teams, show, season, episode,   -- asset fields or null
---    earliestTime, lastCompletingTime|null, undecided|null, deviceTime|null]
+--    earliestTime, lastCompletingTime|null, undecided|null, deviceTime|null,
+--    assetRecord|null]
+--   The asset fields are layout 3's texts (codec.py: asset_text) and assetRecord the
+--   version of the asset record that holds exactly them (the client wrote it before
+--   this call; settle_assets in common.lua decides whether the item names it);
 --   earliestTime: the oldest eventTime of the records merged into it (firstWatchedAt);
 --   deviceTime: when the record that named deviceId was sent, if not at newestTime;
 --   lastCompletingTime: the newest of the OLDER merged records that completed;
 --   undecided: [[time, position], ...] older records that carried no duration at all,
 --   whose completion depends on the stored duration.
--- Returns, with returnItems = 1: one {status, packedItem|false} per update; else ONE
+-- Returns, with returnItems = 1: one {status, itemText|false} per update; else ONE
 -- string of status letters, one per update (a reply the client parses in one go):
 --   "a" applied  newer than what was stored: the item now reflects it
 --   "s" stale    not newer (duplicate, replay, late): only firstWatchedAt, completedAt
@@ -35,19 +39,15 @@ local watermark, tids, front = read_head()
 -- The number of items, read only when an item is added (most updates change one).
 local n_items = nil
 local function count_items()
-  if n_items == nil then n_items = rare().array_len('$.h') end
+  if n_items == nil then n_items = rare().count_items() end
   return n_items
 end
 
 -- Index of an asset in the history: the newest item (read with the head) answers
 -- without a server call in the common case; else JSON.ARRINDEX on "ids".
 local function find(asset_id)
-  if front ~= nil and front[F_ID] == asset_id then
-    local item = front
-    for i = #item + 1, N_FIELDS do item[i] = NULL end
-    return 0, item
-  end
-  local idx = rare().index_of('$.ids', asset_id)
+  if front ~= nil and front[F_ID] == asset_id then return 0, front end
+  local idx = rare().index_of(asset_id)
   if idx < 0 then return idx, nil end
   return idx, rare().item_at(idx)
 end
@@ -59,8 +59,8 @@ local function evict_overflow()
   local r = rare()
   while n_items > max_items do
     local victim = n_items - 1
-    local last = r.item_at(victim)[F_LAST]
-    while victim > 0 and r.item_at(victim - 1)[F_LAST] == last do victim = victim - 1 end
+    local last = r.last_at(victim)
+    while victim > 0 and r.last_at(victim - 1) == last do victim = victim - 1 end
     r.note_evicted(victim, max_items) -- the changes feed tells clients to drop it
     r.remove_at(victim)
     n_items = n_items - 1
@@ -87,6 +87,7 @@ for a = 2, #ARGV do
       item = {asset_id, 0, 0, NULL, u[U_EARLIEST], 0, NULL, NULL}
       for i = #item + 1, N_FIELDS do item[i] = NULL end
       apply_newest(item, u, cutoff)
+      settle_assets(item, u)
       stamp_item(item)
       local r = rare()
       r.insert_item(r.insert_position(item[F_LAST], asset_id, count_items()), item)
@@ -99,6 +100,7 @@ for a = 2, #ARGV do
       if u[U_EARLIEST] < item[F_FIRST] then item[F_FIRST] = u[U_EARLIEST] end
       if u[U_TIME] > item[F_LAST] then
         apply_newest(item, u, cutoff)
+        settle_assets(item, u)
         stamp_item(item)
         -- A newer time moves the item towards the front: find its place before idx
         -- (the front item, a heartbeat's, stays where it is).
@@ -114,11 +116,12 @@ for a = 2, #ARGV do
       else
         -- Stale: the stored state stays; older records may still tell when it was
         -- first watched, that it was completed back then, and fill missing fields.
-        local before = pack(item)
+        local before = item_text(item)
         copy_asset_fields(item, u, true)
         take_device(item, u, item[F_LAST])
         item[F_DONE_AT] = completed_at(item, u, cutoff)
-        if pack(item) ~= before or item[F_FIRST] ~= first_before then
+        settle_assets(item, u)
+        if item_text(item) ~= before or item[F_FIRST] ~= first_before then
           stamp_item(item)
           set_item(idx, item)
         end
@@ -131,12 +134,12 @@ for a = 2, #ARGV do
   else
     if item == nil then
       -- Ignored or split: the caller still wants what is stored.
-      local idx = rare().index_of('$.ids', asset_id)
+      local idx = rare().index_of(asset_id)
       if idx >= 0 then item = rare().item_at(idx) end
     end
-    replies[#replies + 1] = {status, item ~= nil and pack(item) or false}
+    replies[#replies + 1] = {status, item ~= nil and item_text(item) or false}
   end
 end
-commit_stamp()
+commit()
 if return_items then return replies end
 return table.concat(replies)

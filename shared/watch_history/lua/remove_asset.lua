@@ -13,19 +13,18 @@
 local ttl_ms = cjson.decode(ARGV[1])[1]
 local _, tids = read_head()
 local r = rare()
-local get1, index_of, item_at, remove_at = r.get1, r.index_of, r.item_at, r.remove_at
 local now = now_ms()
 local removed = 0
-local stamp_now = change_stamp() -- taken first: it adds "tcs" to a document that predates it
+local stamp_now = change_stamp()
 
 for a = 2, #ARGV do
   local asset_id = ARGV[a]
   local at = now
-  local idx = index_of('$.ids', asset_id)
+  local idx = r.index_of(asset_id)
   if idx >= 0 then
-    local last = item_at(idx)[F_LAST]
+    local last = r.last_at(idx)
     if last > at then at = last end
-    remove_at(idx)
+    r.remove_at(idx)
     removed = removed + 1
   end
   local old, j = tombstone_of(asset_id, tids)
@@ -34,7 +33,7 @@ for a = 2, #ARGV do
     -- "tcs": when the client should drop it (the changes feed), only if it was there.
     if idx >= 0 then redis.call('JSON.SET', K, '$.tcs[' .. j .. ']', stamp_now) end
   else
-    redis.call('JSON.ARRAPPEND', K, '$.tid', cjson.encode(asset_id))
+    redis.call('JSON.ARRAPPEND', K, '$.tid', quoted(asset_id))
     redis.call('JSON.ARRAPPEND', K, '$.tts', at)
     redis.call('JSON.ARRAPPEND', K, '$.tcs', stamp_now)
     tids[#tids + 1] = asset_id
@@ -43,14 +42,19 @@ end
 
 -- Forget tombstones past their time to live (from the end, so indices stay valid).
 -- A change-feed token older than a forgotten removal can no longer be answered.
-local times = get1('$.tts')
+local times = r.get1('$.tts')
 local cutoff = now - ttl_ms
 for j = #times, 1, -1 do
   if times[j] < cutoff then
     redis.call('JSON.ARRPOP', K, '$.tid', j - 1)
     redis.call('JSON.ARRPOP', K, '$.tts', j - 1)
     r.forget_until(cjson.decode(redis.call('JSON.ARRPOP', K, '$.tcs', j - 1)[1]))
+    table.remove(tids, j)
   end
 end
-commit_stamp()
+if head.nt ~= #tids then
+  head.nt = #tids
+  head_dirty = true
+end
+commit()
 return removed
