@@ -14,26 +14,17 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
 from redis.exceptions import ResponseError
 
-from watch_history.coalesce import AssetGroup
+from tests.layout2 import old_argument, old_script
 from watch_history.codec import is_layout3
 from watch_history.models import AssetInfo, ProgressUpdate
 from watch_history.store import HistoryStore
 
-_OLD = Path(__file__).with_name("layout2_lua")
 NOW = datetime.now(UTC).replace(microsecond=0)
-
-
-def old_script(name: str) -> str:
-    """A layout-2 script as its store built it: common.lua, update_rules.lua for
-    record_progress, then the script's own file."""
-    parts = ("common", "update_rules") if name == "record_progress" else ("common",)
-    return "\n".join((_OLD / f"{part}.lua").read_text() for part in (*parts, name))
 
 
 def update(
@@ -48,11 +39,6 @@ def update(
         device_id="tv-1",
         asset=AssetInfo(type="episode", title=f"Title, {asset_id}", show="s1", season=1),
     )
-
-
-def old_argument(u: ProgressUpdate, threshold: float) -> str:
-    """A collapsed update as layout 2's record_progress.lua reads it."""
-    return AssetGroup(u.profile_id, u.asset_id, [(0, u)]).script_argument(threshold)
 
 
 # The layout-3 documents the old scripts meet: an empty history (never written, then

@@ -23,6 +23,7 @@ from pydantic import ValidationError
 from redis.cluster import RedisCluster
 
 from tests.conftest import make_client
+from tests.layout2 import old_record, to_layout_1
 from tests.model import HistoryModel
 from watch_history.codec import ITEM_FIELDS, Head
 from watch_history.errors import InvalidInputError, StaleUpdateError, StoreUnavailableError
@@ -461,6 +462,59 @@ def test_collapsed_batches_equal_one_by_one_with_removals_in_between(
             model.tombstones[victim] = doc["tts"][doc["tid"].index(victim)]
             model.items.pop(victim, None)
     assert items(store, profile) == model.ordered()
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    data=st.data(),
+    updates=update_sets(),
+    layout=st.sampled_from([1, 2]),
+    batch=st.booleans(),
+    max_items=st.sampled_from([2, 200]),
+)
+def test_a_mixed_fleet_follows_the_rules_across_the_upgrade(
+    make_store: Callable[..., HistoryStore],
+    profile_id: str,
+    data: st.DataObject,
+    updates: list[ProgressUpdate],
+    layout: int,
+    batch: bool,
+    max_items: int,
+):
+    """A profile written by layout 2's scripts (a layout-1 or 2 document, as the fleet
+    holds them), read by layout 3's code as it is, then written by it (the document is
+    rewritten in layout 3 by that first write): at every step the history is the model's,
+    as if one layout had applied every update."""
+    store = make_store(max_items=max_items)
+    threshold = store.settings.completion_threshold
+    profile = f"{profile_id}-{uuid.uuid4().hex[:8]}"
+    key = store.key(profile)
+    order = _for(profile, data.draw(st.permutations(updates)))
+    cut = data.draw(st.integers(1, len(order)))
+    model = HistoryModel(threshold=threshold, max_items=max_items)
+    old_record(store.client, key, order[:cut], threshold, max_items)
+    if layout == 1:
+        to_layout_1(store.client, key)
+    for u in order[:cut]:
+        model.apply(u)
+    assert document(store, profile)["v"] == layout
+    assert items(store, profile) == model.ordered()  # read as it is
+    later = order[cut:] or order[:1]  # at least one write by layout 3's code
+    if batch:
+        assert not store.record_batch(later).failures
+    else:
+        for u in later:
+            with contextlib.suppress(StaleUpdateError):
+                store.record_progress(u)
+    for u in later:
+        model.apply(u)
+    assert document(store, profile)["v"] == 3
+    if max_items >= len(ASSETS):  # no eviction: the model is exact whatever the order
+        assert items(store, profile) == model.ordered()
+    else:  # with eviction: which assets stay, and their newest update (rule 6 with 5)
+        got = [(i["assetId"], i["lastWatchedAt"], i["position"]) for i in items(store, profile)]
+        want = [(i["assetId"], i["lastWatchedAt"], i["position"]) for i in model.ordered()]
+        assert got == want
 
 
 # --- concurrency ------------------------------------------------------------------------------
