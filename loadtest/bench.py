@@ -34,7 +34,7 @@ from devtools.lambda_context import FakeLambdaContext, load_module
 from loadtest.run import engine_info
 from loadtest.workload import WorkloadSpec, build
 from watch_history import runtime
-from watch_history.codec import decode_item
+from watch_history.codec import asset_keys, item_to_api
 from watch_history.models import ProgressUpdate, epoch_ms
 from watch_history.settings import Settings
 from watch_history.store import HistoryStore
@@ -184,7 +184,7 @@ def bench_recorder(
     doc = client.execute_command("JSON.GET", store.key(profiles[0]), "$")
     for p in profiles:
         client.execute_command("JSON.SET", f"floor:{{{p}}}", "$", json.loads(doc)[0] and doc[1:-1])
-    packed = json.loads(doc)[0]["h"][0]
+    packed = json.loads(doc)[0]["h"][-1]  # an item (layout 3's h[0] is the head)
 
     floor_rates, handler_rates = [], []
     # the handler prints its EMF metrics and logs: to /dev/null, not between the tables
@@ -266,7 +266,8 @@ def bench_reader(url: str, n_profiles: int, items: int, samples: int) -> None:
 
 
 ENCODINGS = (
-    "packed item strings + ids (this store)",
+    "layout 3: item texts + ids + shared asset records (this store)",
+    "layout 2: packed JSON-array strings + ids",
     "readable objects (API shape, ISO times, progress)",
     "positional arrays of JSON values",
 )
@@ -276,12 +277,13 @@ def memory_rows(url: str, n_profiles: int, items: int) -> tuple[str, dict[str, d
     """Bytes per item of each encoding on the server at ``url``, both ways: MEMORY USAGE
     of the keys, and the growth of used_memory over ``n_profiles`` realistic profiles
     (loadtest/workload.py: many profiles watch the same titles, which an engine that
-    shares identical strings between documents stores once). Empties the server first
-    (FLUSHALL SYNC)."""
+    shares identical strings between documents stores once). The store's row counts its
+    asset records too (keys and growth). Empties the server first (FLUSHALL SYNC)."""
     client = redis.Redis.from_url(url)
     client.execute_command("FLUSHALL", "SYNC")
     engine = engine_info(client)["json"]
-    settings = Settings(redis_url=url, key_prefix="mbench:", max_items=max(200, items))
+    prefix = "mbench:"
+    settings = Settings(redis_url=url, key_prefix=prefix, max_items=max(200, items))
     store = HistoryStore(client, settings)
     work = build(WorkloadSpec(seed=3, profiles=n_profiles, items=items), prefix="m")
     total = n_profiles * items
@@ -291,16 +293,22 @@ def memory_rows(url: str, n_profiles: int, items: int) -> tuple[str, dict[str, d
         assert not result.failures, result.failures
     grown = int(client.info("memory")["used_memory"]) - before
     keys = [store.key(p) for p in work.profile_ids]
-    docs = [json.loads(client.execute_command("JSON.GET", k, "$"))[0] for k in keys]
-    usage = sum(int(client.memory_usage(k, samples=0) or 0) for k in keys)
-    text = sum(len(json.dumps(d, separators=(",", ":"))) for d in docs)
+    records = list(client.scan_iter(f"{asset_keys(prefix)}*", count=1000))
+    raw_docs = [client.execute_command("JSON.GET", k, "$") for k in keys]
+    usage = sum(int(client.memory_usage(k, samples=0) or 0) for k in [*keys, *records])
+    text = sum(len(d) - 2 for d in raw_docs) + sum(len(v or b"") for v in client.mget(records))
     rows = {ENCODINGS[0]: {"usage": usage / total, "growth": grown / total, "text": text / total}}
-    alternatives = {
-        ENCODINGS[1]: lambda h: [decode_item(p).to_api() for p in h],
-        ENCODINGS[2]: lambda h: [json.loads(p) for p in h],
+    stored = [store.stored_items(p) for p in work.profile_ids]
+    alternatives: dict[str, Callable[[list[list[Any]]], dict[str, Any]]] = {
+        ENCODINGS[1]: lambda h: {
+            "h": [json.dumps(v, separators=(",", ":")) for v in h],
+            "ids": [v[0] for v in h],
+        },
+        ENCODINGS[2]: lambda h: {"h": [item_to_api(v) for v in h]},
+        ENCODINGS[3]: lambda h: {"h": h},
     }
     for name, encode in alternatives.items():
-        bodies = [json.dumps({"h": encode(d["h"])}, separators=(",", ":")) for d in docs]
+        bodies = [json.dumps(encode(h), separators=(",", ":")) for h in stored]
         before = int(client.info("memory")["used_memory"])
         for k, body in zip(keys, bodies, strict=True):
             client.execute_command("JSON.SET", f"alt:{k}", "$", body)
@@ -309,6 +317,7 @@ def memory_rows(url: str, n_profiles: int, items: int) -> tuple[str, dict[str, d
         client.delete(*(f"alt:{k}" for k in keys))
         text = sum(len(b) for b in bodies)
         rows[name] = {"usage": usage / total, "growth": grown / total, "text": text / total}
+    print(f"({engine}: {len(records)} asset records for {len(keys)} profiles)")
     client.execute_command("FLUSHALL", "SYNC")
     client.close()
     return engine, rows

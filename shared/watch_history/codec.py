@@ -194,9 +194,14 @@ def asset_record(texts: Sequence[str | None]) -> tuple[str, str] | None:
     return f"{mask:02x}{digest}", text
 
 
+def asset_keys(prefix: str) -> str:
+    """What every asset record's key starts with (a profile's key goes on with ``{``)."""
+    return f"{prefix}a:"
+
+
 def asset_key(prefix: str, asset_id: str, version: str) -> str:
     """The key of an asset record (no hash tag: records spread over the cluster)."""
-    return f"{prefix}a:{asset_id}:{version}"
+    return f"{asset_keys(prefix)}{asset_id}:{version}"
 
 
 def update_argument(collapsed: list[Any]) -> tuple[str, tuple[str, str, str] | None]:
