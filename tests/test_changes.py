@@ -16,7 +16,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from watch_history.changes import encode_token
-from watch_history.codec import CHANGED_POSITION, ITEM_FIELDS, Head, changed_at, item_values
+from watch_history.codec import (
+    CHANGED_POSITION,
+    ITEM_FIELDS,
+    Head,
+    changed_at,
+    item_values,
+    split_ids,
+)
 from watch_history.errors import InvalidInputError, TokenExpiredError
 from watch_history.models import HistoryChanges, HistoryQuery, ProgressUpdate
 from watch_history.store import HistoryStore
@@ -77,6 +84,8 @@ def document(store: HistoryStore, profile: str) -> dict[str, Any]:
     doc: dict[str, Any] = json.loads(
         store.client.execute_command("JSON.GET", store.key(profile), "$")
     )[0]
+    if isinstance(doc.get("ids"), str):  # layout 3: one string
+        doc["ids"] = split_ids(doc["ids"])
     return doc
 
 

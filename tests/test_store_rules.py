@@ -25,7 +25,7 @@ from redis.cluster import RedisCluster
 from tests.conftest import make_client
 from tests.layout2 import old_record, to_layout_1
 from tests.model import HistoryModel
-from watch_history.codec import ITEM_FIELDS, Head
+from watch_history.codec import ITEM_FIELDS, Head, split_ids
 from watch_history.errors import InvalidInputError, StaleUpdateError, StoreUnavailableError
 from watch_history.models import EventType, HistoryQuery, ProgressUpdate, epoch_ms
 from watch_history.settings import Settings
@@ -60,6 +60,8 @@ def items(store: HistoryStore, profile: str) -> list[dict[str, Any]]:
 def document(store: HistoryStore, profile: str) -> dict[str, Any]:
     raw = store.client.execute_command("JSON.GET", store.key(profile), "$")
     doc: dict[str, Any] = json.loads(raw)[0]
+    if isinstance(doc.get("ids"), str):  # layout 3: one string
+        doc["ids"] = split_ids(doc["ids"])
     return doc
 
 

@@ -30,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
-from watch_history.codec import changed_at, is_layout3, item_to_api, items_from_values
+from watch_history.codec import changed_at, is_layout3, item_to_api, items_from_values, split_ids
 from watch_history.errors import InvalidInputError, TokenExpiredError
 from watch_history.models import HistoryChanges
 
@@ -88,7 +88,7 @@ class ChangeRecords:
         cs, hz, wcs, h, tid, tcs, eid, ecs, ids = (_first(r) for r in reply)
         packed = h or []
         if packed and is_layout3(packed[0]):
-            items = join(list(zip(ids or [], packed[1:], strict=False)))
+            items = join(list(zip(split_ids(ids or ""), packed[1:], strict=False)))
         else:  # layouts 1 and 2, read as they are
             items = json.loads("[" + ",".join(packed) + "]")
         tombstones = list(zip(tid or [], tcs or [], strict=False))

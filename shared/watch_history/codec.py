@@ -223,12 +223,18 @@ class Head:
     horizon: int
     cleared: int
     tombstones: int
+    items: int
     front: str  # the front item's assetId ('' when the history is empty)
 
     @classmethod
     def of(cls, text: str) -> Head:
-        _, wm, cs, hz, wcs, nt, front = text.split(",", 6)
-        return cls(int(wm), int(cs), int(hz), int(wcs), int(nt), front)
+        _, wm, cs, hz, wcs, nt, n, front = text.split(",", 7)
+        return cls(int(wm), int(cs), int(hz), int(wcs), int(nt), int(n), front)
+
+
+def split_ids(ids: str) -> list[str]:
+    """Layout 3's "ids" string as a list, in history order."""
+    return ids.split(" ") if ids else []
 
 
 def is_layout3(head: str | bytes | None) -> bool:

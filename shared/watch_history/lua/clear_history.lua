@@ -13,8 +13,10 @@ if front ~= nil then
   if newest > mark then mark = newest end
 end
 redis.call('JSON.SET', K, '$.h', '[' .. quoted(EMPTY_HEAD) .. ']') -- the head: below
-redis.call('JSON.SET', K, '$.ids', '[]')
+ids_text = ''
+ids_dirty = true
 head.front = ''
+head.n = 0
 head.wm = mark
 -- For the changes feed: a token older than this clear gets "reset" (drop everything);
 -- the removal and eviction records before it say nothing more than that.

@@ -185,28 +185,50 @@ local function quoted(text)
 end
 
 -- --- the head: h[0] ------------------------------------------------------------------
--- "L3,<wm>,<cs>,<hz>,<wcs>,<tombstones>,<front assetId>": what every write checks,
--- read with the front item in ONE call (JSON.RESP of the slice h[0:2]). See codec.py.
-local head = nil -- {wm, cs, hz, wcs, nt, front}
+-- "L3,<wm>,<cs>,<hz>,<wcs>,<tombstones>,<items>,<front assetId>": what every write
+-- checks, read with the front item in ONE call (JSON.RESP of the slice h[0:2]). See
+-- codec.py.
+local head = nil -- {wm, cs, hz, wcs, nt, n, front}
 local head_dirty = false
 local front_stamped = false
 local head_front_stamp = 0
 
 local function head_text()
   return 'L3,' .. fmt(head.wm) .. ',' .. fmt(head.cs) .. ',' .. fmt(head.hz) .. ','
-    .. fmt(head.wcs) .. ',' .. head.nt .. ',' .. head.front
+    .. fmt(head.wcs) .. ',' .. head.nt .. ',' .. head.n .. ',' .. head.front
 end
 
-local EMPTY_HEAD = 'L3,0,0,0,0,0,'
-local EMPTY_DOC = '{"v":3,"h":["' .. EMPTY_HEAD .. '"],"ids":[],"tid":[],"tts":[],"tcs":[],'
+local EMPTY_HEAD = 'L3,0,0,0,0,0,0,'
+local EMPTY_DOC = '{"v":3,"h":["' .. EMPTY_HEAD .. '"],"ids":"","tid":[],"tts":[],"tcs":[],'
   .. '"eid":[],"ecs":[]}'
 
 local function parse_head(text)
-  local f = fields_of(text, 7)
+  local f = fields_of(text, 8)
   head = {
     wm = tonumber(f[2]), cs = tonumber(f[3]), hz = tonumber(f[4]), wcs = tonumber(f[5]),
-    nt = tonumber(f[6]), front = f[7],
+    nt = tonumber(f[6]), n = tonumber(f[7]), front = f[8],
   }
+end
+
+-- --- "ids": the items' asset ids, one space-separated string -------------------------
+-- One string, not an array of strings: a string per id costs the engine an allocation
+-- and an array slot each (codec.py has the numbers). Read on first use, edited here and
+-- written back once, by commit().
+local ids_text = nil
+local ids_dirty = false
+
+local function ids()
+  if ids_text == nil then ids_text = redis.call('JSON.RESP', K, '$.ids')[1] or '' end
+  return ids_text
+end
+
+-- Index (0-based) of an asset in "ids" (and so in history order), or -1.
+local function index_of(asset_id)
+  local s = ' ' .. ids() .. ' '
+  local at = string.find(s, ' ' .. asset_id .. ' ', 1, true)
+  if not at then return -1 end
+  local _, before = string.gsub(string.sub(s, 1, at - 1), ' ', '')
+  return before
 end
 
 local rare
@@ -296,6 +318,7 @@ local function commit()
     head_dirty = true
   end
   if head_dirty then redis.call('JSON.SET', K, '$.h[0]', quoted(head_text())) end
+  if ids_dirty then redis.call('JSON.SET', K, '$.ids', quoted(ids_text)) end
 end
 
 -- Write an item back in place (idx: 0-based in history order; h[idx + 1]).
@@ -326,17 +349,26 @@ function rare()
     return found[1]
   end
 
-  -- Index (0-based) of an asset in "ids" (and so in history order), or -1.
-  local function index_of(asset_id)
-    return redis.call('JSON.ARRINDEX', K, '$.ids', quoted(asset_id))[1]
+  local function count_items()
+    return head.n
   end
 
-  local function count_items()
-    return redis.call('JSON.ARRLEN', K, '$.ids')[1]
+  -- Where the idx-th id is in the ids string: its first and last byte.
+  local function span(idx)
+    local s = ids()
+    if idx == head.n - 1 then -- the last (evictions): from the end
+      local at = string.find(s, ' [^ ]*$')
+      return at and at + 1 or 1, #s
+    end
+    local from = 1
+    for _ = 1, idx do from = string.find(s, ' ', from, true) + 1 end
+    local to = string.find(s, ' ', from, true)
+    return from, to and to - 1 or #s
   end
 
   local function id_at(idx)
-    return redis.call('JSON.RESP', K, '$.ids[' .. idx .. ']')[1]
+    if idx >= head.n then return nil end
+    return string.sub(ids(), span(idx))
   end
 
   local function text_at(idx)
@@ -374,7 +406,20 @@ function rare()
 
   local function insert_item(pos, item)
     redis.call('JSON.ARRINSERT', K, '$.h', pos + 1, quoted(item_text(item)))
-    redis.call('JSON.ARRINSERT', K, '$.ids', pos, quoted(item[F_ID]))
+    local s, id = ids(), item[F_ID]
+    if head.n == 0 then
+      ids_text = id
+    elseif pos == 0 then
+      ids_text = id .. ' ' .. s
+    elseif pos == head.n then
+      ids_text = s .. ' ' .. id
+    else
+      local from = span(pos)
+      ids_text = string.sub(s, 1, from - 1) .. id .. ' ' .. string.sub(s, from)
+    end
+    ids_dirty = true
+    head.n = head.n + 1
+    head_dirty = true
     if pos == 0 then
       front_stamped = stamp ~= nil and stamp_of(item) == stamp
       head.front = item[F_ID]
@@ -384,7 +429,18 @@ function rare()
 
   local function remove_at(idx)
     redis.call('JSON.ARRPOP', K, '$.h', idx + 1)
-    redis.call('JSON.ARRPOP', K, '$.ids', idx)
+    local s = ids()
+    local from, to = span(idx)
+    if head.n == 1 then
+      ids_text = ''
+    elseif idx == head.n - 1 then
+      ids_text = string.sub(s, 1, from - 2) -- and the space before it
+    else
+      ids_text = string.sub(s, 1, from - 1) .. string.sub(s, to + 2)
+    end
+    ids_dirty = true
+    head.n = head.n - 1
+    head_dirty = true
     if idx == 0 then
       front_stamped = false
       head.front = id_at(0) or ''
@@ -471,11 +527,11 @@ function rare()
     end
     head = {
       wm = doc.wm or 0, cs = doc.cs or 0, hz = doc.hz or 0, wcs = doc.wcs or 0,
-      nt = #tid, front = ids[1] or '',
+      nt = #tid, n = #h, front = ids[1] or '',
     }
     texts[1] = quoted(head_text())
     redis.call('JSON.SET', K, '$', '{"v":3,"h":[' .. table.concat(texts, ',') .. '],"ids":'
-      .. json_strings(ids) .. ',"tid":' .. json_strings(tid) .. ',"tts":' .. json_numbers(tts)
+      .. quoted(table.concat(ids, ' ')) .. ',"tid":' .. json_strings(tid) .. ',"tts":' .. json_numbers(tts)
       .. ',"tcs":' .. json_numbers(tcs) .. ',"eid":' .. json_strings(doc.eid or {})
       .. ',"ecs":' .. json_numbers(doc.ecs or {}) .. '}')
   end
@@ -490,7 +546,6 @@ function rare()
   helpers = {
     v2_stamp = v2_stamp,
     get1 = get1,
-    index_of = index_of,
     count_items = count_items,
     id_at = id_at,
     item_at = item_at,

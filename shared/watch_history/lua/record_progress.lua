@@ -44,10 +44,10 @@ local function count_items()
 end
 
 -- Index of an asset in the history: the newest item (read with the head) answers
--- without a server call in the common case; else JSON.ARRINDEX on "ids".
+-- without a server call in the common case; else a search of the "ids" string.
 local function find(asset_id)
   if front ~= nil and front[F_ID] == asset_id then return 0, front end
-  local idx = rare().index_of(asset_id)
+  local idx = index_of(asset_id)
   if idx < 0 then return idx, nil end
   return idx, rare().item_at(idx)
 end
@@ -134,7 +134,7 @@ for a = 2, #ARGV do
   else
     if item == nil then
       -- Ignored or split: the caller still wants what is stored.
-      local idx = rare().index_of(asset_id)
+      local idx = index_of(asset_id)
       if idx >= 0 then item = rare().item_at(idx) end
     end
     replies[#replies + 1] = {status, item ~= nil and item_text(item) or false}
