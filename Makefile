@@ -17,7 +17,7 @@ VALKEY_JSON ?= $(abspath ../shared/engines/valkey-json/libjson.so)
 JSON_MODULES ?= redisjson $(wildcard $(VALKEY_JSON))
 PYTEST := $(PY) -m pytest -n 2 --dist loadfile -q
 
-.PHONY: test test-external lint unit venv valgrind demo serve soak bench bench-recorder bench-reader bench-memory bench-filters bench-handlers loadtest loadtest-quick openapi build clean
+.PHONY: test test-external lint unit venv valgrind demo serve soak bench bench-recorder bench-reader bench-memory bench-filters bench-handlers bench-engine loadtest loadtest-quick openapi build clean
 
 $(VENV)/.installed: shared/requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -92,6 +92,12 @@ bench-recorder bench-reader bench-memory: $(VENV)/.installed
 ## targets; add ARGS=--profile for cProfile summaries)
 bench-handlers: $(VENV)/.installed
 	$(PY) -m loadtest.handlers all $(ARGS)
+
+## bench-engine: the engine's instructions per call (callgrind), each kind of call of the
+## store beside the bare append, on both JSON modules; writes docs/benchmarks/engine.json
+## and the table in docs/speed.md (~5 min on 2 cores)
+bench-engine: $(VENV)/.installed valgrind
+	$(PY) -m loadtest.bench_engine --valkey-json $(VALKEY_JSON)
 
 ## bench-filters: server-side JSONPath filters against one GET + Python filtering
 bench-filters: $(VENV)/.installed

@@ -31,7 +31,9 @@ how long ``fn`` took; they are a few thousand instructions per event-loop iterat
 same for any command. A count is the server's work for the requests ``fn`` sends, on any
 connection (sending nothing else meanwhile is the caller's business).
 
-**Repeatability.** Counts of the same calls on the same data repeat to ~0.1%. The first
+**Repeatability.** Counts of the same commands on the same data repeat to ~0.1%; a
+script's vary more, as Lua's incremental garbage collector runs by the allocation
+debt that earlier calls left. The first
 calls after a start cost more (lazy initialisation in the server and modules, a script's
 first compilation): warm up before counting. Divide by the number of calls for a
 per-call figure; a pipeline of many calls spreads the per-read and per-write costs.
