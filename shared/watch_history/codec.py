@@ -54,6 +54,12 @@ from pydantic import TypeAdapter
 
 from watch_history.models import EPOCH, HistoryItem
 
+LAYOUT: Final = 2
+"""The layout documents are written in (``"v"`` above; ``LAYOUT`` in lua/common.lua).
+Older documents are read as they are, upgraded by their profile's next write, or by
+``HistoryStore.upgrade_layout`` (the operator command ``python -m watch_history.upgrade``).
+"""
+
 # Position of each field inside an item's array. lua/common.lua has the same positions
 # (test_lua_and_python_agree_on_the_item_layout in tests/test_store_rules.py keeps the
 # two equal).

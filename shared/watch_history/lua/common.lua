@@ -67,6 +67,9 @@ local function tombstone_of(asset_id, tids)
   return 0, -1
 end
 
+-- The layout documents are written in (codec.LAYOUT): a new document has it (EMPTY_DOC's
+-- "v"), and upgrade_layout.lua brings older ones to it ("v" says a document's own).
+local LAYOUT = 2
 local EMPTY_DOC = '{"v":2,"h":[],"ids":[],"tid":[],"tts":[],"tcs":[],"wm":0,'
   .. '"cs":0,"hz":0,"wcs":0,"eid":[],"ecs":[]}'
 
