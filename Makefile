@@ -17,7 +17,7 @@ VALKEY_JSON ?= $(abspath ../shared/engines/valkey-json/libjson.so)
 JSON_MODULES ?= redisjson $(wildcard $(VALKEY_JSON))
 PYTEST := $(PY) -m pytest -n 2 --dist loadfile -q
 
-.PHONY: test test-external lint unit venv valgrind demo serve soak bench bench-recorder bench-reader bench-memory bench-filters bench-handlers bench-engine loadtest loadtest-quick openapi build clean
+.PHONY: test test-external lint unit venv valgrind demo serve soak bench bench-recorder bench-reader bench-memory bench-filters bench-handlers bench-engine upgrade loadtest loadtest-quick openapi build clean
 
 $(VENV)/.installed: shared/requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -111,6 +111,12 @@ loadtest: $(VENV)/.installed
 ## loadtest-quick: every model and measure on a small workload (CI smoke; not a report)
 loadtest-quick: $(VENV)/.installed
 	$(PY) -m loadtest --quick --valkey-json $(VALKEY_JSON) --out build/loadtest-quick
+
+## upgrade: bring every history document of the server (REDIS_URL, REDIS_CLUSTER, or the
+## MemoryDB settings, as the functions read them) to the current layout; ARGS: --dry-run,
+## --rate KEYS_PER_SECOND, --state PATH (resumable), --count SCAN_COUNT
+upgrade: $(VENV)/.installed
+	$(PY) -m watch_history.upgrade $(ARGS)
 
 ## openapi: regenerate openapi.json from the reader and writer code
 openapi: $(VENV)/.installed

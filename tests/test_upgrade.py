@@ -1,5 +1,5 @@
-"""Upgrading stored documents to the current layout: ``HistoryStore.upgrade_layout``,
-standalone and cluster.
+"""Upgrading stored documents to the current layout: ``HistoryStore.upgrade_layout`` and
+the operator command ``python -m watch_history.upgrade``, standalone and cluster.
 
 The documents are the committed fixtures (tests/fixtures/layouts/, written by this
 code's store for layout 2 and per codec.py for layout 1: tests/fixtures/make_layouts.py).
@@ -11,18 +11,22 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from watch_history import upgrade
 from watch_history.codec import LAYOUT
 from watch_history.connection import ClientType
 from watch_history.models import HistoryQuery, ProgressUpdate, Status
+from watch_history.settings import get_settings
 from watch_history.store import HistoryStore, UpgradeOutcome
+from watch_history.upgrade import Counts, RateLimiter, UpgradeRun, UpgradeState
 
 FIXTURES = Path(__file__).parent / "fixtures" / "layouts"
 LUA = Path(__file__).parents[1] / "shared" / "watch_history" / "lua"
@@ -237,3 +241,243 @@ def test_other_keys_are_left_alone(prefixed: HistoryStore):
     }
     assert prefixed.upgrade_layout(prefixed.key("no-such-profile")) is UpgradeOutcome.NOT_HISTORY
     assert {k: dump(prefixed.client, k) for k in others.values()} == dumps
+
+
+# --- the command ------------------------------------------------------------------------
+
+
+def expected_counts(layouts: tuple[int, ...], others: int, newer: int) -> Counts:
+    """Counts of a full run over the fixtures of ``layouts`` and planted keys under the
+    prefix (``others`` not a history, ``newer`` of a newer layout)."""
+    counts = Counts()
+    for layout in layouts:
+        n = len(fixture_documents(layout))
+        counts.scanned += n
+        if layout < LAYOUT:
+            counts.upgraded += n
+        else:
+            counts.current += n
+    counts.scanned += others + newer
+    counts.skipped += others + newer
+    return counts
+
+
+def planted(store: HistoryStore) -> tuple[dict[str, str], int, int]:
+    """The other keys, and how many of them the command scans (the prefix matches) as
+    not a history and as a newer layout."""
+    others = plant_others(store)
+    return others, len(others) - 2, 1  # "another prefix" is not scanned; "newer" apart
+
+
+@pytest.fixture
+def env(monkeypatch: pytest.MonkeyPatch, prefixed: HistoryStore, mode: str) -> Iterator[None]:
+    """The command's environment (as a Lambda's): this test's server and prefix."""
+    monkeypatch.setenv("REDIS_URL", prefixed.settings.redis_url)
+    monkeypatch.setenv("REDIS_CLUSTER", "true" if mode == "cluster" else "false")
+    monkeypatch.setenv("KEY_PREFIX", prefixed.settings.key_prefix)
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
+
+
+def run_main(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, dict[str, Any], str]:
+    code = upgrade.main(list(argv))
+    out = capsys.readouterr()
+    lines = out.out.splitlines()
+    return code, json.loads(lines[0]), out.err
+
+
+def test_the_command_upgrades_every_document_and_counts(
+    prefixed: HistoryStore, env: None, capsys: pytest.CaptureFixture[str], tmp_path: Path
+):
+    keys = {**load(prefixed, 1), **load(prefixed, 2, "-2")}
+    others, not_history, newer = planted(prefixed)
+    other_dumps = {k: dump(prefixed.client, k) for k in others.values()}
+    before = {p: reads(prefixed, p) for p in keys}
+
+    dumps = {k: dump(prefixed.client, k) for k in keys.values()}
+    code, dry, _ = run_main(capsys, "--dry-run", "--count", "3")
+    expected = expected_counts(OLD_LAYOUTS, not_history, newer)
+    assert code == 0
+    assert dry == {**vars_of(expected), "dry_run": True, "complete": True}
+    assert {k: dump(prefixed.client, k) for k in keys.values()} == dumps
+
+    state = tmp_path / "state.json"
+    code, done, _ = run_main(capsys, "--count", "3", "--state", str(state))
+    assert code == 0
+    assert done == {**vars_of(expected), "dry_run": False, "complete": True}
+    assert all(document(prefixed, k)["v"] == LAYOUT for k in keys.values())
+    assert {p: reads(prefixed, p) for p in keys} == before
+    assert {k: dump(prefixed.client, k) for k in others.values()} == other_dumps
+
+    # the same state again: every node is done, nothing is scanned twice
+    code, again, _ = run_main(capsys, "--state", str(state))
+    assert (code, again) == (0, done)
+    # a new run: every document is current now
+    code, fresh, _ = run_main(capsys)
+    assert fresh["upgraded"] == 0
+    assert fresh["current"] == expected.upgraded + expected.current
+
+
+def vars_of(counts: Counts) -> dict[str, int]:
+    return {
+        "scanned": counts.scanned,
+        "upgraded": counts.upgraded,
+        "current": counts.current,
+        "skipped": counts.skipped,
+        "failed": counts.failed,
+    }
+
+
+def test_keys_that_fail_are_kept_and_retried_by_the_next_run(
+    prefixed: HistoryStore, env: None, capsys: pytest.CaptureFixture[str], tmp_path: Path
+):
+    """The server refuses writes (out of memory): the old documents fail, the run says
+    so (exit 1, not complete) and keeps them in its state; the next run retries them."""
+    keys = load(prefixed, 1)
+    state = tmp_path / "state.json"
+    nodes = [node for _, node in upgrade.primaries(prefixed.client)]
+    for node in nodes:
+        node.config_set("maxmemory", 1)
+    try:
+        code, first, _ = run_main(capsys, "--state", str(state))
+    finally:
+        for node in nodes:
+            node.config_set("maxmemory", 0)
+    n = len(keys)
+    assert code == 1
+    assert first == {**vars_of(Counts(scanned=n, failed=n)), "dry_run": False, "complete": False}
+    assert sorted(json.loads(state.read_text())["failed_keys"]) == sorted(keys.values())
+    assert all(document(prefixed, k)["v"] == 1 for k in keys.values())
+
+    code, second, _ = run_main(capsys, "--state", str(state))
+    assert code == 0
+    assert second == {**vars_of(Counts(scanned=n, upgraded=n)), "dry_run": False, "complete": True}
+    assert all(document(prefixed, k)["v"] == LAYOUT for k in keys.values())
+
+
+class Stop(Exception):
+    pass
+
+
+def test_a_run_stopped_part_way_resumes_from_its_state(prefixed: HistoryStore, tmp_path: Path):
+    keys = {**load(prefixed, 1), **load(prefixed, 1, "-b"), **load(prefixed, 2, "-2")}
+    _, not_history, newer = planted(prefixed)
+    path = tmp_path / "state.json"
+    target, prefix = "test", prefixed.settings.key_prefix
+    pages = 0
+
+    def stop_after_two_pages(_keys: int) -> None:
+        nonlocal pages
+        pages += 1
+        if pages == 2:
+            raise Stop
+
+    first = UpgradeRun(
+        prefixed,
+        UpgradeState.load_or_new(path, target, prefix, False),
+        scan_count=2,
+        progress=stop_after_two_pages,
+    )
+    with pytest.raises(Stop):
+        first.run()
+    saved = UpgradeState.load_or_new(path, target, prefix, False)
+    assert 0 < saved.counts.scanned < len(keys) + not_history + newer
+    upgraded_so_far = sum(document(prefixed, k)["v"] == LAYOUT for k in keys.values())
+    assert upgraded_so_far < len(keys)
+
+    counts = UpgradeRun(prefixed, saved, scan_count=2).run()
+    expected = expected_counts((1, 1, 2), not_history, newer)
+    assert counts == expected
+    assert all(document(prefixed, k)["v"] == LAYOUT for k in keys.values())
+    assert UpgradeState.load_or_new(path, target, prefix, False).counts == expected
+
+
+def test_a_state_of_another_run_is_refused(
+    prefixed: HistoryStore, env: None, capsys: pytest.CaptureFixture[str], tmp_path: Path
+):
+    state = tmp_path / "state.json"
+    assert upgrade.main(["--dry-run", "--state", str(state)]) == 0
+    capsys.readouterr()
+    assert upgrade.main(["--state", str(state)]) == 2
+    err = capsys.readouterr().err
+    assert "dry_run=True" in err
+    assert err.count("\n") == 1
+
+
+@pytest.mark.parametrize("cluster", [False, True])
+def test_an_unreachable_server_is_one_line_and_exit_2(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], cluster: bool
+):
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    monkeypatch.setenv("REDIS_URL", f"redis://127.0.0.1:{port}")
+    monkeypatch.setenv("REDIS_CLUSTER", "true" if cluster else "false")
+    monkeypatch.setenv("REDIS_CONNECT_TIMEOUT", "0.5")
+    get_settings.cache_clear()
+    try:
+        code = upgrade.main([])
+    finally:
+        get_settings.cache_clear()
+    out = capsys.readouterr()
+    assert code == 2
+    assert out.out == ""
+    assert out.err.startswith("watch_history.upgrade: cannot go on with 127.0.0.1:")
+    assert out.err.count("\n") == 1
+    assert "Traceback" not in out.err
+
+
+# --- the rate limit ---------------------------------------------------------------------
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+        self.slept: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+def test_the_rate_limiter_paces_keys():
+    clock = FakeClock()
+    limiter = RateLimiter(10, clock=clock, sleep=clock.sleep)
+    for _ in range(4):
+        limiter.acquire(5)  # 5 keys: half a second each batch at 10 keys/s
+    assert clock.slept == [0.5, 0.5, 0.5]
+    clock.now += 10  # idle time is not saved up for a burst later
+    limiter.acquire(5)
+    limiter.acquire(5)
+    assert clock.slept[-1] == 0.5
+    unlimited = RateLimiter(0, clock=clock, sleep=clock.sleep)
+    unlimited.acquire(1_000)
+    assert len(clock.slept) == 4
+
+
+def test_a_run_keeps_to_its_rate(prefixed: HistoryStore):
+    keys = load(prefixed, 1)
+    clock = FakeClock()
+    batches: list[int] = []
+
+    class Recording(RateLimiter):
+        def acquire(self, keys: int) -> None:
+            batches.append(keys)
+            super().acquire(keys)
+
+    rate = 4
+    run = UpgradeRun(
+        prefixed,
+        UpgradeState("test", prefixed.settings.key_prefix, False),
+        scan_count=2,
+        limiter=Recording(rate, clock=clock, sleep=clock.sleep),
+    )
+    counts = run.run()
+    assert counts.scanned == sum(batches) == len(keys)
+    assert len(batches) > 1
+    # every batch waited for the keys before it: all but the last batch's time
+    assert clock.now - 100.0 == pytest.approx((len(keys) - batches[-1]) / rate)
