@@ -481,3 +481,19 @@ def test_a_run_keeps_to_its_rate(prefixed: HistoryStore):
     assert len(batches) > 1
     # every batch waited for the keys before it: all but the last batch's time
     assert clock.now - 100.0 == pytest.approx((len(keys) - batches[-1]) / rate)
+
+
+def test_wrong_settings_are_one_line_and_exit_2(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+):
+    monkeypatch.setenv("REDIS_URL", "http://127.0.0.1:1")
+    get_settings.cache_clear()
+    try:
+        code = upgrade.main(["--dry-run"])
+    finally:
+        get_settings.cache_clear()
+    out = capsys.readouterr()
+    assert code == 2
+    assert out.out == ""
+    assert "REDIS_URL must start with redis://" in out.err
+    assert out.err.count("\n") == 1

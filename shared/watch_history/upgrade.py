@@ -28,7 +28,7 @@ it lives in the layer so that a function inside the VPC can run it (``main(argv)
 
 Exit status: 0 done; 1 done, but some keys failed (listed in the state file, retried
 by the next run); 2 the server unreachable or the settings wrong (one line, no
-traceback; the state keeps what was done); 130 interrupted (the state is saved).
+traceback; the state keeps every page done); 130 interrupted (likewise).
 """
 
 from __future__ import annotations
@@ -342,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             counts = job.run()
     except KeyboardInterrupt:
-        _say("interrupted (the state file has what was done)", error=True)
+        _say("interrupted; with --state, a rerun goes on from the last page done", error=True)
         return 130
     except StateError as exc:
         _say(str(exc), error=True)
@@ -357,9 +357,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _say(line: str, *, error: bool = False) -> None:
-    """One line to stdout (the counts), or to stderr prefixed with the command's name."""
+    """One line to stdout (the counts), or to stderr prefixed with the command's name (an
+    error's text on one line: pydantic's and redis-py's messages can span several)."""
     if error:
-        sys.stderr.write(f"watch_history.upgrade: {line}\n")
+        sys.stderr.write(f"watch_history.upgrade: {' '.join(line.split())}\n")
     else:
         sys.stdout.write(line + "\n")
 
