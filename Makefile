@@ -17,7 +17,7 @@ VALKEY_JSON ?= $(abspath ../shared/engines/valkey-json/libjson.so)
 JSON_MODULES ?= redisjson $(wildcard $(VALKEY_JSON))
 PYTEST := $(PY) -m pytest -n 2 --dist loadfile -q
 
-.PHONY: test test-external lint unit venv demo serve soak bench bench-recorder bench-reader bench-memory bench-filters bench-handlers loadtest loadtest-quick openapi build clean
+.PHONY: test test-external lint unit venv valgrind demo serve soak bench bench-recorder bench-reader bench-memory bench-filters bench-handlers bench-engine upgrade loadtest loadtest-quick openapi build clean
 
 $(VENV)/.installed: shared/requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,17 @@ $(VENV)/.installed: shared/requirements.txt requirements-dev.txt
 	touch $@
 
 venv: $(VENV)/.installed
+
+## valgrind: install valgrind if missing (apt-get, as root; else it says how): callgrind
+## counts the engine's instructions (loadtest/callgrind.py, its test, make bench-engine)
+valgrind:
+	@command -v valgrind >/dev/null && command -v callgrind_control >/dev/null || \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  apt-get install -y valgrind || { apt-get update && apt-get install -y valgrind; }; \
+	else \
+	  echo "valgrind is missing: run 'sudo apt-get install -y valgrind' (or your system's package manager's valgrind), then make again" >&2; \
+	  exit 1; \
+	fi
 
 ## test: lint, type-check and run the whole suite (standalone engine and 3-primary
 ## cluster) once per JSON module: RedisJSON, and valkey-json when ../shared has it
@@ -36,7 +47,7 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy shared functions devtools loadtest tests
 
-unit: $(VENV)/.installed
+unit: $(VENV)/.installed valgrind
 ifdef REDIS_URL
 	@echo "== suite on $(REDIS_URL) (REDIS_CLUSTER=$(REDIS_CLUSTER)) =="
 	$(PYTEST)
@@ -82,6 +93,12 @@ bench-recorder bench-reader bench-memory: $(VENV)/.installed
 bench-handlers: $(VENV)/.installed
 	$(PY) -m loadtest.handlers all $(ARGS)
 
+## bench-engine: the engine's instructions per call (callgrind), each kind of call of the
+## store beside the bare append, on both JSON modules; writes docs/benchmarks/engine.json
+## and the table in docs/speed.md (~5 min on 2 cores)
+bench-engine: $(VENV)/.installed valgrind
+	$(PY) -m loadtest.bench_engine --valkey-json $(VALKEY_JSON)
+
 ## bench-filters: server-side JSONPath filters against one GET + Python filtering
 bench-filters: $(VENV)/.installed
 	$(ENGINE) -- $(PY) -m loadtest.bench_filters
@@ -94,6 +111,12 @@ loadtest: $(VENV)/.installed
 ## loadtest-quick: every model and measure on a small workload (CI smoke; not a report)
 loadtest-quick: $(VENV)/.installed
 	$(PY) -m loadtest --quick --valkey-json $(VALKEY_JSON) --out build/loadtest-quick
+
+## upgrade: bring every history document of the server (REDIS_URL, REDIS_CLUSTER, or the
+## MemoryDB settings, as the functions read them) to the current layout; ARGS: --dry-run,
+## --rate KEYS_PER_SECOND, --state PATH (resumable), --count SCAN_COUNT
+upgrade: $(VENV)/.installed
+	$(PY) -m watch_history.upgrade $(ARGS)
 
 ## openapi: regenerate openapi.json from the reader and writer code
 openapi: $(VENV)/.installed

@@ -13,6 +13,8 @@ this package, each in one place:
 - ``store``: ``HistoryStore``, the only code that talks to the server (its Lua
   scripts sit next to it in ``lua/``).
 - ``connection``: the redis-py client (standalone or cluster, ACL secret or IAM auth).
+- ``upgrade``: the operator command that brings every stored document to the current
+  layout (``python -m watch_history.upgrade``).
 """
 
 from watch_history.errors import (

@@ -96,6 +96,12 @@ from pydantic import TypeAdapter
 
 from watch_history.models import EPOCH, HistoryItem
 
+LAYOUT: Final = 3
+"""The layout documents are written in (``"v"`` above; ``LAYOUT`` in lua/common.lua).
+Older documents are read as they are, upgraded by their profile's next write, or by
+``HistoryStore.upgrade_layout`` (the operator command ``python -m watch_history.upgrade``).
+"""
+
 # Position of each field inside an item's array. lua/common.lua has the same positions
 # (test_lua_and_python_agree_on_the_item_layout in tests/test_store_rules.py keeps the
 # two equal).
@@ -124,9 +130,6 @@ ITEM_FIELDS: Final[tuple[str, ...]] = (
 CHANGED_POSITION: Final = len(ITEM_FIELDS)
 """Index of the change stamp (0-based) in an item's array; Lua's F_CHANGED (1-based)."""
 
-
-LAYOUT: Final = 3
-"""The layout every write leaves a document in (the docstring above)."""
 
 HEAD_MARK: Final = "L3,"
 """How h[0] of a layout-3 document starts (a layout-1/2 item starts with ``[``)."""

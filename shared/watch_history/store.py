@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from enum import StrEnum
 from functools import cache
 from pathlib import Path
 from typing import Any, Final
@@ -73,7 +74,7 @@ from watch_history.models import (
 from watch_history.query import SelectedPage, Selection, decode_all
 from watch_history.settings import Settings
 
-__all__ = ["BatchResult", "HistoryStore", "RecordOutcome", "check_id"]
+__all__ = ["BatchResult", "HistoryStore", "RecordOutcome", "UpgradeOutcome", "check_id"]
 
 _ID = re.compile(ID_PATTERN)
 _LUA: Final = Path(__file__).with_name("lua")
@@ -112,6 +113,23 @@ def _script(name: str) -> _Script:
     parts = (*_PARTS.get(name, ("common",)), name)
     source = "\n".join((_LUA / f"{part}.lua").read_text() for part in parts)
     return _Script(name, source, hashlib.sha1(source.encode()).hexdigest())  # noqa: S324 (the server's script id)
+
+
+class UpgradeOutcome(StrEnum):
+    """What ``HistoryStore.upgrade_layout`` did to a key (lua/upgrade_layout.lua's letters)."""
+
+    UPGRADED = "upgraded"  # brought to codec.LAYOUT (a dry run: it would be)
+    CURRENT = "already current"  # in codec.LAYOUT already: untouched
+    NOT_HISTORY = "not a history"  # another type, another key shape, or gone: untouched
+    NEWER = "newer layout"  # written by newer code than this: untouched
+
+
+_UPGRADE_OUTCOMES: Final = {
+    b"u": UpgradeOutcome.UPGRADED,
+    b"c": UpgradeOutcome.CURRENT,
+    b"n": UpgradeOutcome.NOT_HISTORY,
+    b"f": UpgradeOutcome.NEWER,
+}
 
 
 _InFlight = tuple[list[tuple[str, list[AssetGroup]]], Future[list[Any]]]
@@ -460,6 +478,55 @@ class HistoryStore:
         """Remove every item (one watermark: updates at or before it are ignored).
         The number of items that were there."""
         return int(self._run("clear_history", profile_id, []))
+
+    # --- layouts ------------------------------------------------------------------------
+
+    def profile_of_key(self, key: str | bytes) -> str | None:
+        """The profile whose history ``key`` is (``key(profile) == key``), else None."""
+        if isinstance(key, bytes):
+            try:
+                key = key.decode()
+            except UnicodeDecodeError:
+                return None
+        head = f"{self.settings.key_prefix}{{"
+        if not (key.startswith(head) and key.endswith("}")):
+            return None
+        profile_id = key[len(head) : -1]
+        try:
+            return profile_id if self.key(profile_id) == key else None
+        except InvalidInputError:
+            return None
+
+    def upgrade_layout(self, key: str | bytes, *, dry_run: bool = False) -> UpgradeOutcome:
+        """Bring the document at ``key`` to the current layout (codec.LAYOUT), changing
+        nothing any read answers: one script call (lua/upgrade_layout.lua). A key that
+        is not a history document of this store is left alone. ``dry_run``: only say
+        what it would do. StoreUnavailableError when the server does not answer."""
+        outcome = self.upgrade_layouts([key], dry_run=dry_run)[0]
+        if isinstance(outcome, HistoryError):
+            raise outcome
+        return outcome
+
+    def upgrade_layouts(
+        self, keys: Sequence[str | bytes], *, dry_run: bool = False
+    ) -> list[UpgradeOutcome | HistoryError]:
+        """``upgrade_layout`` for many keys in one pipelined round trip (per shard): per
+        key its outcome, or the error that stopped it (nothing raises)."""
+        out: list[UpgradeOutcome | HistoryError] = [UpgradeOutcome.NOT_HISTORY] * len(keys)
+        calls, where = [], []
+        for i, key in enumerate(keys):
+            profile_id = self.profile_of_key(key)
+            if profile_id is not None:
+                calls.append((profile_id, ["1" if dry_run else "0"]))
+                where.append(i)
+        if not calls:
+            return out
+        for i, reply in zip(where, self._execute("upgrade_layout", calls), strict=True):
+            if isinstance(reply, HistoryError):
+                out[i] = reply
+            else:
+                out[i] = _UPGRADE_OUTCOMES[reply if isinstance(reply, bytes) else reply.encode()]
+        return out
 
     # --- reads --------------------------------------------------------------------------
 

@@ -198,6 +198,10 @@ local function head_text()
     .. fmt(head.wcs) .. ',' .. head.nt .. ',' .. head.n .. ',' .. head.front
 end
 
+-- The layout documents are written in (codec.LAYOUT): a new document has it (EMPTY_DOC's
+-- "v"), and rare().upgrade (on a profile's next write, or upgrade_layout.lua) brings
+-- older ones to it ("v" says a document's own).
+local LAYOUT = 3
 local EMPTY_HEAD = 'L3,0,0,0,0,0,0,'
 local EMPTY_DOC = '{"v":3,"h":["' .. EMPTY_HEAD .. '"],"ids":"","tid":[],"tts":[],"tcs":[],'
   .. '"eid":[],"ecs":[]}'
