@@ -704,3 +704,37 @@ def test_a_batch_costs_one_script_call_per_profile_and_a_round_trip_per_chunk(
     assert calls == 300  # 1,500 records, 300 profiles: one script call each
     assert result.round_trips == 3
     assert set(result.outcomes) == set(range(len(batch)))
+
+
+@pytest.mark.parametrize(
+    "before, after",
+    [
+        ({}, {}),  # a plain heartbeat
+        ({}, {"position": 950.0}),  # crosses the completion threshold
+        ({}, {"event_type": EventType.COMPLETE}),
+        ({"position": 990.0}, {"position": 10.0}),  # completed before, watched again
+        ({}, {"duration": None}),  # the stored duration stays
+        ({"device_id": None}, {"device_id": None}),  # no device on either
+    ],
+)
+def test_the_heartbeat_fast_path_writes_what_the_general_path_writes(
+    store: HistoryStore, profile_id: str, before: dict[str, Any], after: dict[str, Any]
+):
+    """lua/fast_heartbeat.lua (a batch of one update on the front item) and the general
+    path (record_progress with the item returned, which the fast path never takes)
+    store the same text but for the change stamp."""
+    t = NOW - timedelta(hours=1)
+    meta = {"asset": {"type": "episode", "title": "T, 1", "show": "s"}, "device_id": "tv-1"}
+    seed = [update("x", "old", t, **meta), update("x", "m1", t + timedelta(minutes=1), **meta)]
+    seed.append(update("x", "m1", t + timedelta(minutes=2), **{**meta, **before}))
+    heartbeat = update("x", "m1", t + timedelta(minutes=3), **{**meta, **after})
+    fast, general = f"{profile_id}-f", f"{profile_id}-g"
+    for profile in (fast, general):
+        store.record_batch(_for(profile, seed))
+    assert store.record_batch(_for(fast, [heartbeat])).outcomes == {0: RecordOutcome.APPLIED}
+    store.record_progress(_for(general, [heartbeat])[0])
+    texts = [document(store, p)["h"][1].split(",") for p in (fast, general)]
+    for text in texts:
+        del text[8]  # the change stamp
+    assert texts[0] == texts[1]
+    assert items(store, fast) == items(store, general)

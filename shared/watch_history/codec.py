@@ -240,6 +240,27 @@ def split_ids(ids: str) -> list[str]:
     return ids.split(" ") if ids else []
 
 
+def _number(value: float | None) -> str:
+    """A number as the scripts write it (14 significant digits, like Lua's and cjson's
+    ``%.14g``); '' when unset."""
+    return "" if value is None else f"{value:.14g}"
+
+
+def fast_fields(collapsed: list[Any], record: tuple[str, str, str] | None) -> str:
+    """What lua/fast_heartbeat.lua reads after record_progress's config (ARGV[1]) for a
+    call of one collapsed update, or '' when the update merged older records (the fast
+    path takes single records only)."""
+    asset_id, time, position, duration, complete, device = collapsed[:6]
+    earliest, last_completing, undecided, device_time = collapsed[14:18]
+    if record is None or earliest != time or last_completing or undecided or device_time:
+        return ""
+    done = "1" if complete else ""
+    return (
+        f",{asset_id},{time},{_number(position)},{_number(duration)},{done},"
+        f"{device or ''},{record[1]}"
+    )
+
+
 def is_layout3(head: str | bytes | None) -> bool:
     """Whether h[0] of a document is layout 3's head."""
     if head is None:

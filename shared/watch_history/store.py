@@ -43,6 +43,7 @@ from watch_history.codec import (
     RecordId,
     asset_key,
     asset_values_of,
+    fast_fields,
     is_layout3,
     item_asset,
     item_from_values,
@@ -101,10 +102,10 @@ class _Script:
     sha: str
 
 
-_PARTS: Final = {"record_progress": ("common", "update_rules")}
+_PARTS: Final = {"record_progress": ("fast_heartbeat", "common", "update_rules")}
 """The files a script is built from, before its own (default: lua/common.lua only; the
 update rules only where updates are applied: every function a script defines costs
-each of its calls)."""
+each of its calls; the heartbeat's fast path first, before anything is defined)."""
 
 
 @cache
@@ -168,12 +169,9 @@ class HistoryStore:
         self._writer_thread: ThreadPoolExecutor | None = None
         self._shard_pool: ThreadPoolExecutor | None = None
         self._max_skew_ms = int(settings.max_future_skew_seconds * 1000)
-        self._record_config = json.dumps(
-            [settings.completion_threshold, settings.max_items, 0], separators=(",", ":")
-        )
-        self._record_config_items = json.dumps(
-            [settings.completion_threshold, settings.max_items, 1], separators=(",", ":")
-        )
+        # record_progress.lua's ARGV[1]
+        self._record_config = f"{settings.completion_threshold},{settings.max_items},0"
+        self._record_config_items = f"{settings.completion_threshold},{settings.max_items},1"
         # Asset records (codec.py): the keys this process wrote or saw written, and the
         # values of those it read. Records never change, so neither goes stale.
         self._records_written: set[str] = set()
@@ -308,10 +306,13 @@ class HistoryStore:
             for profile_id, groups in chunk:
                 arguments = [self._record_config]
                 for group in groups:
-                    argument, record = update_argument(group.collapsed(threshold))
+                    collapsed = group.collapsed(threshold)
+                    argument, record = update_argument(collapsed)
                     arguments.append(argument)
                     if record is not None:
                         named.append(record)
+                    if len(groups) == 1:  # one update: fast_heartbeat.lua may take it
+                        arguments[0] += fast_fields(collapsed, record)
                 calls.append((profile_id, arguments))
             future = self._writer().submit(self._record_chunk, calls, named, budget)
             sent.append((chunk, future))

@@ -248,8 +248,9 @@ end
 -- without a document gets an empty one; a document in layout 1 or 2 is rewritten in
 -- layout 3 first (rare().upgrade). Returns wm, tids (the tombstoned asset ids, read
 -- only when the head counts some), front (the newest item, decoded; nil when none).
-local function read_head()
-  local got = redis.call('JSON.RESP', K, '$.h[0:2]') or {}
+-- ``got``: that call's reply when the script made it already (fast_heartbeat.lua).
+local function read_head(got)
+  got = got or redis.call('JSON.RESP', K, '$.h[0:2]') or {}
   local h0 = got[1]
   if h0 == nil or string.sub(h0, 1, 3) ~= 'L3,' then
     if redis.call('EXISTS', K) == 0 then

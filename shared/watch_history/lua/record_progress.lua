@@ -1,7 +1,8 @@
 -- Record progress updates for one profile: the rules of the data model, applied
 -- atomically (see README "Data model and rules" and store.HistoryStore.record_progress).
 --
--- ARGV[1]: JSON [completionThreshold, maxItems, returnItems (0|1)]
+-- ARGV[1]: "completionThreshold,maxItems,returnItems (0|1)" (then fast_heartbeat.lua's
+--   fields, when the client marked the call for it)
 -- ARGV[2..]: one JSON array per asset: a coalesced update (coalesce.py builds them):
 --   [assetId, newestTime, position, duration|null, complete (0|1), deviceId|null,
 --    type, title, sport, series, teams, show, season, episode,   -- asset fields or null
@@ -31,11 +32,11 @@
 --     A: write t=20                          B: write t=15   <- A's newer update lost
 -- Inside one script nothing interleaves, so each update sees the result of the last.
 
-local cfg = cjson.decode(ARGV[1])
-threshold = cfg[1] -- update_rules.lua's (store.py puts that file before this one)
-local max_items, return_items = cfg[2], cfg[3] == 1
+local cfg_threshold, cfg_max, cfg_return = string.match(ARGV[1], '^([^,]*),([^,]*),([^,]*)')
+threshold = tonumber(cfg_threshold) -- update_rules.lua's (store.py puts it before this)
+local max_items, return_items = tonumber(cfg_max), cfg_return == '1'
 
-local watermark, tids, front = read_head()
+local watermark, tids, front = read_head(FAST_GOT) -- (fast_heartbeat.lua read it)
 -- The number of items, read only when an item is added (most updates change one).
 local n_items = nil
 local function count_items()
