@@ -707,7 +707,7 @@ def test_a_batch_costs_one_script_call_per_profile_and_a_round_trip_per_chunk(
 
 
 @pytest.mark.parametrize(
-    "before, after",
+    ("before", "after"),
     [
         ({}, {}),  # a plain heartbeat
         ({}, {"position": 950.0}),  # crosses the completion threshold

@@ -236,8 +236,9 @@ class Head:
 
 
 def split_ids(ids: str) -> list[str]:
-    """Layout 3's "ids" string as a list, in history order."""
-    return ids.split(" ") if ids else []
+    """Layout 3's "ids" string (fixed-width entries, space-padded) as a list, in history
+    order."""
+    return ids.split()
 
 
 def _number(value: float | None) -> str:

@@ -214,10 +214,12 @@ local function parse_head(text)
   }
 end
 
--- --- "ids": the items' asset ids, one space-separated string -------------------------
--- One string, not an array of strings: a string per id costs the engine an allocation
--- and an array slot each (codec.py has the numbers). Read on first use, edited here and
--- written back once, by commit().
+-- --- "ids": the items' asset ids, one string of fixed-width entries -----------------
+-- Entry i (0-based) is bytes i*W+1 .. (i+1)*W: the asset id, then spaces (at least
+-- one). W is #ids / the head's item count: finding an asset is one plain search and
+-- its index a division, and a string costs the engine one allocation where an array
+-- of ids costs one (rounded up to a size class) plus a 16-byte slot per id. Read on
+-- first use, edited here and written back once, by commit().
 local ids_text = nil
 local ids_dirty = false
 
@@ -228,11 +230,16 @@ end
 
 -- Index (0-based) of an asset in "ids" (and so in history order), or -1.
 local function index_of(asset_id)
-  local s = ' ' .. ids() .. ' '
-  local at = string.find(s, ' ' .. asset_id .. ' ', 1, true)
-  if not at then return -1 end
-  local _, before = string.gsub(string.sub(s, 1, at - 1), ' ', '')
-  return before
+  local s = ids()
+  if s == '' then return -1 end
+  local w = #s / head.n
+  local needle, from = asset_id .. ' ', 1
+  while true do
+    local at = string.find(s, needle, from, true)
+    if not at then return -1 end
+    if (at - 1) % w == 0 then return (at - 1) / w end -- else inside another entry
+    from = at + 1
+  end
 end
 
 local rare
@@ -358,22 +365,30 @@ function rare()
     return head.n
   end
 
-  -- Where the idx-th id is in the ids string: its first and last byte.
-  local function span(idx)
-    local s = ids()
-    if idx == head.n - 1 then -- the last (evictions): from the end
-      local at = string.find(s, ' [^ ]*$')
-      return at and at + 1 or 1, #s
-    end
-    local from = 1
-    for _ = 1, idx do from = string.find(s, ' ', from, true) + 1 end
-    local to = string.find(s, ' ', from, true)
-    return from, to and to - 1 or #s
-  end
-
   local function id_at(idx)
     if idx >= head.n then return nil end
-    return string.sub(ids(), span(idx))
+    local s = ids()
+    local w = #s / head.n
+    return string.match(string.sub(s, idx * w + 1, idx * w + w), '^[^ ]*')
+  end
+
+  local function padded(id, w)
+    return id .. string.rep(' ', w - #id)
+  end
+
+  -- The entries' width, grown (to a multiple of 8) when an id of ``len`` bytes would
+  -- not fit with a space after it: every entry is rewritten then (rare: a profile's
+  -- ids come from one catalogue).
+  local function width_for(len)
+    local s, n = ids(), head.n
+    local w = n > 0 and #s / n or 0
+    if len < w then return w end
+    local wider = math.ceil((len + 1) / 8) * 8
+    local parts = {}
+    for i = 0, n - 1 do parts[i + 1] = padded(id_at(i), wider) end
+    ids_text = table.concat(parts)
+    ids_dirty = true
+    return wider
   end
 
   local function text_at(idx)
@@ -411,17 +426,10 @@ function rare()
 
   local function insert_item(pos, item)
     redis.call('JSON.ARRINSERT', K, '$.h', pos + 1, quoted(item_text(item)))
-    local s, id = ids(), item[F_ID]
-    if head.n == 0 then
-      ids_text = id
-    elseif pos == 0 then
-      ids_text = id .. ' ' .. s
-    elseif pos == head.n then
-      ids_text = s .. ' ' .. id
-    else
-      local from = span(pos)
-      ids_text = string.sub(s, 1, from - 1) .. id .. ' ' .. string.sub(s, from)
-    end
+    local id = item[F_ID]
+    local w = width_for(#id)
+    local s = ids()
+    ids_text = string.sub(s, 1, pos * w) .. padded(id, w) .. string.sub(s, pos * w + 1)
     ids_dirty = true
     head.n = head.n + 1
     head_dirty = true
@@ -435,14 +443,8 @@ function rare()
   local function remove_at(idx)
     redis.call('JSON.ARRPOP', K, '$.h', idx + 1)
     local s = ids()
-    local from, to = span(idx)
-    if head.n == 1 then
-      ids_text = ''
-    elseif idx == head.n - 1 then
-      ids_text = string.sub(s, 1, from - 2) -- and the space before it
-    else
-      ids_text = string.sub(s, 1, from - 1) .. string.sub(s, to + 2)
-    end
+    local w = #s / head.n
+    ids_text = string.sub(s, 1, idx * w) .. string.sub(s, idx * w + w + 1)
     ids_dirty = true
     head.n = head.n - 1
     head_dirty = true
@@ -535,8 +537,13 @@ function rare()
       nt = #tid, n = #h, front = ids[1] or '',
     }
     texts[1] = quoted(head_text())
+    local longest = 0
+    for i = 1, #ids do longest = math.max(longest, #ids[i]) end
+    local w = math.ceil((longest + 1) / 8) * 8
+    local entries = {}
+    for i = 1, #ids do entries[i] = ids[i] .. string.rep(' ', w - #ids[i]) end
     redis.call('JSON.SET', K, '$', '{"v":3,"h":[' .. table.concat(texts, ',') .. '],"ids":'
-      .. quoted(table.concat(ids, ' ')) .. ',"tid":' .. json_strings(tid) .. ',"tts":' .. json_numbers(tts)
+      .. quoted(table.concat(entries)) .. ',"tid":' .. json_strings(tid) .. ',"tts":' .. json_numbers(tts)
       .. ',"tcs":' .. json_numbers(tcs) .. ',"eid":' .. json_strings(doc.eid or {})
       .. ',"ecs":' .. json_numbers(doc.ecs or {}) .. '}')
   end

@@ -14,6 +14,7 @@ if not h0 then -- no document
 end
 if h0[1] ~= nil and string.sub(h0[1], 1, 3) == 'L3,' then
   out[1] = 3
+  parse_head(h0[1])
   for a = 1, #ARGV do -- layout 3 keeps its head at h[0]: item i is at h[i + 1]
     local idx = index_of(ARGV[a])
     out[a + 1] = idx >= 0 and redis.call('JSON.RESP', K, '$.h[' .. (idx + 1) .. ']')[1]
