@@ -724,7 +724,10 @@ def test_the_heartbeat_fast_path_writes_what_the_general_path_writes(
     path (record_progress with the item returned, which the fast path never takes)
     store the same text but for the change stamp."""
     t = NOW - timedelta(hours=1)
-    meta = {"asset": {"type": "episode", "title": "T, 1", "show": "s"}, "device_id": "tv-1"}
+    meta: dict[str, Any] = {
+        "asset": {"type": "episode", "title": "T, 1", "show": "s"},
+        "device_id": "tv-1",
+    }
     seed = [update("x", "old", t, **meta), update("x", "m1", t + timedelta(minutes=1), **meta)]
     seed.append(update("x", "m1", t + timedelta(minutes=2), **{**meta, **before}))
     heartbeat = update("x", "m1", t + timedelta(minutes=3), **{**meta, **after})
