@@ -112,10 +112,7 @@ def soak(args: argparse.Namespace) -> tuple[list[Sample], list[str]]:
             if round_no % args.sample_every == 0:
                 memory = client.info("memory")
                 sampled = profiles[:20]
-                count = sum(
-                    int(client.execute_command("JSON.ARRLEN", store.key(p), "$.h")[0])
-                    for p in sampled
-                )
+                count = sum(len(store.stored_items(p)) for p in sampled)
                 documents = sum(store.memory_usage(p) for p in sampled)
                 samples.append(
                     Sample(

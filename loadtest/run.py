@@ -39,7 +39,6 @@ from tqdm import tqdm
 
 from loadtest.models import MODELS, Model, Unsupported
 from loadtest.workload import ROUTES, Workload, WorkloadSpec, build
-from watch_history.codec import decode_item
 from watch_history.connection import ClientType, create_client
 from watch_history.models import ProgressUpdate
 from watch_history.settings import Settings
@@ -382,9 +381,9 @@ def floor(
     """The engine's floor: a bare pipelined JSON.ARRAPPEND per record (one small array per
     profile) and a bare ``JSON.GET key $`` of a store document (seeded by the store)."""
     store_keys = [f"{settings.key_prefix}{{{p}}}" for p in workload.profile_ids]
-    some_doc = client.execute_command("JSON.GET", store_keys[0], "$.h[0]")
+    # a stored item as the store wrote it (the last: layout 3's h[0] is its head)
+    some_doc = client.execute_command("JSON.GET", store_keys[0], "$.h[-1]")
     packed = json.loads(some_doc)[0] if some_doc else '["x",0]'
-    decode_item(packed)  # it is an item
     value = json.dumps(packed)
     profiles = workload.profile_ids
     pipe_size = settings.pipeline_profiles

@@ -7,8 +7,8 @@ The document of one profile (one key, ``<prefix>{<profileId>}``)::
       "h":   ["<head>", "<item>", ...],  # h[0]: the head; h[1..]: THE history, one item
                                      #   per asset, newest lastWatchedAt first, ties
                                      #   assetId ascending
-      "ids": ["<assetId>", ...],     # the assetIds of the items: ids[i] is h[i + 1]'s;
-                                     #   JSON.ARRINDEX finds an asset without any item
+      "ids": "<assetId> <assetId> ...",  # the items' assetIds in ONE string, space-
+                                     #   separated: the i-th is h[i + 1]'s
       "tid": ["<assetId>", ...],     # tombstones: removed assets ...
       "tts": [<ms>, ...],            #   ... and when (updates at or before it are ignored)
       "tcs": [<stamp>, ...],         #   ... and their change stamps (the changes feed)
@@ -16,13 +16,22 @@ The document of one profile (one key, ``<prefix>{<profileId>}``)::
       "ecs": [<stamp>, ...]          #   ... and when (at most MAX_ITEMS records)
     }
 
-The head, ``L3,<wm>,<cs>,<hz>,<wcs>,<tombstones>,<front assetId>``: the clear-all
-watermark, the latest change stamp (with the front item's: max of the two; a heartbeat
-on the front item stamps only the item), the changes feed's horizon and last clear,
-the number of tombstones (0: "tid" is not read), and the front item's asset id. What a
-write checks first is the head and the front item, read in ONE call (``JSON.RESP`` of
-the slice ``$.h[0:2]``, two strings as stored). A heartbeat on the front item (the
-common write) then sets one string, ``h[1]``, and nothing else.
+The head, ``L3,<wm>,<cs>,<hz>,<wcs>,<tombstones>,<items>,<front assetId>``: the
+clear-all watermark, the latest change stamp (with the front item's: max of the two; a
+heartbeat on the front item stamps only the item), the changes feed's horizon and last
+clear, the number of tombstones (0: "tid" is not read) and of items, and the front
+item's asset id. What a write checks first is the head and the front item, read in ONE
+call (``JSON.RESP`` of the slice ``$.h[0:2]``, two strings as stored). A heartbeat on
+the front item (the common write, lua/fast_heartbeat.lua) then sets one string,
+``h[1]``, and nothing else.
+
+"ids" is one string, not an array of strings: every element of an array is an
+allocation rounded up to the allocator's size class plus a 16-byte slot, and arrays
+grown one insert at a time keep spare capacity (``make bench-memory``: ~30 bytes an
+item). Finding an asset is a plain string search, and its index the number of
+separators before it (cheap for the recent items, which move most); a script writes
+the string back once per call. Fixed-width entries (an index by division) were tried:
+padding to the profile's longest id cost ~28 bytes an item on the realistic workload.
 
 The item: comma-separated text, no asset id (``ids`` has it). Fields, 0-based::
 
@@ -34,8 +43,12 @@ The item: comma-separated text, no asset id (``ids`` has it). Fields, 0-based::
 
 An empty field is unset (null, 0 or false); trailing empty fields are left out. Times
 after the first are differences (a few digits). Numbers are written with 14 significant
-digits, as layout 2's cjson did. Lua splits and joins the text with plain string finds
-(lua/common.lua: item_of/item_text), never cjson.
+digits, as layout 2's cjson did. Lua splits and joins the text with plain string
+functions (lua/common.lua: item_of/item_text; lua/fast_heartbeat.lua: one match and
+one splice), never cjson. Measured (callgrind, in one EVAL): a string.sub or find
+costs ~0.8k instructions, a number formatted ~4.7k, a pattern with 10 captures ~9k,
+cjson.decode of an update ~18k; JSON.RESP of the head and front item ~22k, JSON.SET of
+an item ~27k.
 
 Forward compatibility: fields after 10 are not known to this code; every script that
 rewrites an item carries them through as they are, and an item without them means
@@ -236,8 +249,7 @@ class Head:
 
 
 def split_ids(ids: str) -> list[str]:
-    """Layout 3's "ids" string (fixed-width entries, space-padded) as a list, in history
-    order."""
+    """Layout 3's "ids" string as a list, in history order."""
     return ids.split()
 
 

@@ -13,8 +13,7 @@ if front ~= nil then
   if newest > mark then mark = newest end
 end
 redis.call('JSON.SET', K, '$.h', '[' .. quoted(EMPTY_HEAD) .. ']') -- the head: below
-ids_text = ''
-ids_dirty = true
+set_ids('')
 head.front = ''
 head.n = 0
 head.wm = mark

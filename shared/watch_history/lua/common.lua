@@ -214,31 +214,48 @@ local function parse_head(text)
   }
 end
 
--- --- "ids": the items' asset ids, one string of fixed-width entries -----------------
--- Entry i (0-based) is bytes i*W+1 .. (i+1)*W: the asset id, then spaces (at least
--- one). W is #ids / the head's item count: finding an asset is one plain search and
--- its index a division, and a string costs the engine one allocation where an array
--- of ids costs one (rounded up to a size class) plus a 16-byte slot per id. Read on
--- first use, edited here and written back once, by commit().
+-- --- "ids": the items' asset ids, one space-separated string ------------------------
+-- One string, not an array of strings: every array element costs the engine an
+-- allocation rounded up to a size class and a 16-byte slot (codec.py). Read on first
+-- use, edited here and written back once, by commit(). Positions are found with plain
+-- string.find only: Lua's pattern functions and gsub cost 270-460k instructions on a
+-- 200-id string, a plain find ~1k.
 local ids_text = nil
 local ids_dirty = false
+local found_idx, found_at = nil, nil -- index_of's last answer: entry and its first byte
 
 local function ids()
   if ids_text == nil then ids_text = redis.call('JSON.RESP', K, '$.ids')[1] or '' end
   return ids_text
 end
 
--- Index (0-based) of an asset in "ids" (and so in history order), or -1.
+local function set_ids(text)
+  ids_text = text
+  ids_dirty = true
+  found_idx = nil
+end
+
+-- Index (0-based) of an asset in "ids" (and so in history order), or -1. The index is
+-- the number of separators before it: cheap for the recent items that move most.
 local function index_of(asset_id)
   local s = ids()
-  if s == '' then return -1 end
-  local w = #s / head.n
-  local needle, from = asset_id .. ' ', 1
+  local from, len = 1, #asset_id
   while true do
-    local at = string.find(s, needle, from, true)
+    local at = string.find(s, asset_id, from, true)
     if not at then return -1 end
-    if (at - 1) % w == 0 then return (at - 1) / w end -- else inside another entry
-    from = at + 1
+    local after = string.byte(s, at + len)
+    if (at == 1 or string.byte(s, at - 1) == 32) and (after == nil or after == 32) then
+      local idx, f = 0, 1
+      while true do
+        local sep = string.find(s, ' ', f, true)
+        if not sep or sep > at then break end
+        idx = idx + 1
+        f = sep + 1
+      end
+      found_idx, found_at = idx, at
+      return idx
+    end
+    from = at + 1 -- inside a longer id
   end
 end
 
@@ -365,30 +382,31 @@ function rare()
     return head.n
   end
 
+  -- Where entry idx of "ids" starts (its first byte).
+  local function entry_start(idx)
+    if idx == found_idx then return found_at end
+    if idx == 0 then return 1 end
+    local s = ids()
+    local from = 1
+    if idx == head.n - 1 then -- the last (evictions): its separator is in the last 129 bytes
+      from = math.max(1, #s - 129)
+      local last = nil
+      while true do
+        local sep = string.find(s, ' ', from, true)
+        if not sep then return last + 1 end
+        last, from = sep, sep + 1
+      end
+    end
+    for _ = 1, idx do from = string.find(s, ' ', from, true) + 1 end
+    return from
+  end
+
   local function id_at(idx)
     if idx >= head.n then return nil end
     local s = ids()
-    local w = #s / head.n
-    return string.match(string.sub(s, idx * w + 1, idx * w + w), '^[^ ]*')
-  end
-
-  local function padded(id, w)
-    return id .. string.rep(' ', w - #id)
-  end
-
-  -- The entries' width, grown (to a multiple of 8) when an id of ``len`` bytes would
-  -- not fit with a space after it: every entry is rewritten then (rare: a profile's
-  -- ids come from one catalogue).
-  local function width_for(len)
-    local s, n = ids(), head.n
-    local w = n > 0 and #s / n or 0
-    if len < w then return w end
-    local wider = math.ceil((len + 1) / 8) * 8
-    local parts = {}
-    for i = 0, n - 1 do parts[i + 1] = padded(id_at(i), wider) end
-    ids_text = table.concat(parts)
-    ids_dirty = true
-    return wider
+    local from = entry_start(idx)
+    local sep = string.find(s, ' ', from, true)
+    return string.sub(s, from, sep and sep - 1 or #s)
   end
 
   local function text_at(idx)
@@ -426,11 +444,17 @@ function rare()
 
   local function insert_item(pos, item)
     redis.call('JSON.ARRINSERT', K, '$.h', pos + 1, quoted(item_text(item)))
-    local id = item[F_ID]
-    local w = width_for(#id)
-    local s = ids()
-    ids_text = string.sub(s, 1, pos * w) .. padded(id, w) .. string.sub(s, pos * w + 1)
-    ids_dirty = true
+    local s, id = ids(), item[F_ID]
+    if head.n == 0 then
+      set_ids(id)
+    elseif pos == 0 then
+      set_ids(id .. ' ' .. s)
+    elseif pos == head.n then
+      set_ids(s .. ' ' .. id)
+    else
+      local from = entry_start(pos)
+      set_ids(string.sub(s, 1, from - 1) .. id .. ' ' .. string.sub(s, from))
+    end
     head.n = head.n + 1
     head_dirty = true
     if pos == 0 then
@@ -443,9 +467,15 @@ function rare()
   local function remove_at(idx)
     redis.call('JSON.ARRPOP', K, '$.h', idx + 1)
     local s = ids()
-    local w = #s / head.n
-    ids_text = string.sub(s, 1, idx * w) .. string.sub(s, idx * w + w + 1)
-    ids_dirty = true
+    local from = entry_start(idx)
+    local sep = string.find(s, ' ', from, true)
+    if head.n == 1 then
+      set_ids('')
+    elseif not sep then -- the last: and the separator before it
+      set_ids(string.sub(s, 1, from - 2))
+    else
+      set_ids(string.sub(s, 1, from - 1) .. string.sub(s, sep + 1))
+    end
     head.n = head.n - 1
     head_dirty = true
     if idx == 0 then
@@ -537,13 +567,8 @@ function rare()
       nt = #tid, n = #h, front = ids[1] or '',
     }
     texts[1] = quoted(head_text())
-    local longest = 0
-    for i = 1, #ids do longest = math.max(longest, #ids[i]) end
-    local w = math.ceil((longest + 1) / 8) * 8
-    local entries = {}
-    for i = 1, #ids do entries[i] = ids[i] .. string.rep(' ', w - #ids[i]) end
     redis.call('JSON.SET', K, '$', '{"v":3,"h":[' .. table.concat(texts, ',') .. '],"ids":'
-      .. quoted(table.concat(entries)) .. ',"tid":' .. json_strings(tid) .. ',"tts":' .. json_numbers(tts)
+      .. quoted(table.concat(ids, ' ')) .. ',"tid":' .. json_strings(tid) .. ',"tts":' .. json_numbers(tts)
       .. ',"tcs":' .. json_numbers(tcs) .. ',"eid":' .. json_strings(doc.eid or {})
       .. ',"ecs":' .. json_numbers(doc.ecs or {}) .. '}')
   end
