@@ -65,7 +65,9 @@ Asset records. What an asset is (type, title, sport, series, teams, show, season
 episode: ``ASSET_FIELDS``) is kept once per description, not per item: a plain string
 key ``<prefix>a:<assetId>:<version>`` holding the 8 field texts, ';'-separated (teams
 space-separated). The version is the description's: 2 hex digits of a mask of the
-fields it sets, then 6 of the SHA-1 of the text. Records are immutable (written with
+fields it sets, then 40 bits of the SHA-1 of the text (7 base64url characters). Two
+descriptions of one asset that collide on those (one pair in ~10^12) would share the
+record written first. Records are immutable (written with
 ``SET NX``, never changed), so they need no rule for updates that disagree: two
 heartbeats that describe an asset differently name two records, and each profile's
 item names the one its own updates chose under rule 2, as if it stored the fields
@@ -96,6 +98,7 @@ minus lastWatchedAt), whatever its layout. Times are integers, epoch millisecond
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import re
 from collections.abc import Mapping, Sequence
@@ -206,8 +209,8 @@ def asset_record(texts: Sequence[str | None]) -> tuple[str, str] | None:
     if not mask:
         return None
     text = ";".join(t or "" for t in texts)
-    digest = hashlib.sha1(text.encode()).hexdigest()[:6]  # noqa: S324 (a name, not a secret)
-    return f"{mask:02x}{digest}", text
+    digest = hashlib.sha1(text.encode()).digest()[:5]  # noqa: S324 (a name, not a secret)
+    return f"{mask:02x}{base64.urlsafe_b64encode(digest).decode().rstrip('=')}", text
 
 
 def asset_keys(prefix: str) -> str:
