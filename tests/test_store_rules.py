@@ -741,3 +741,35 @@ def test_the_heartbeat_fast_path_writes_what_the_general_path_writes(
         del text[8]  # the change stamp
     assert texts[0] == texts[1]
     assert items(store, fast) == items(store, general)
+
+
+def test_asset_records_that_cannot_be_written_fail_their_updates_for_a_retry(
+    client: Any, settings: Settings, mode: str, profile_id: str
+):
+    """The client writes an asset record before the script that names it. When that
+    write is refused (here: an ACL user without SET, on every node), the updates fail
+    as retryable and no script runs: no item ever names a record that is not there."""
+    user, password = f"norec-{uuid.uuid4().hex[:8]}", "no-records-password-0123456789"
+    nodes = client.get_primaries() if mode == "cluster" else [None]
+    for node in nodes:
+        conn = client if node is None else client.get_redis_connection(node)
+        conn.execute_command("ACL", "SETUSER", user, "on", f">{password}", "~*", "+@all", "-set")
+    try:
+        url = settings.redis_url.replace("redis://", f"redis://{user}:{password}@", 1)
+        limited = HistoryStore(make_client(url, mode == "cluster"), settings)
+        u = update(profile_id, "m1", NOW - timedelta(minutes=1), asset={"title": "New"})
+        result = limited.record_batch([u])
+        assert isinstance(result.failures[0], StoreUnavailableError)
+        assert not client.exists(limited.key(profile_id))
+        with pytest.raises(StoreUnavailableError):
+            limited.record_progress(u)
+        assert not client.exists(limited.key(profile_id))
+        # the retry, once records can be written, lands it
+        assert HistoryStore(client, settings).record_batch([u]).outcomes == {
+            0: RecordOutcome.APPLIED
+        }
+        limited.client.close()
+    finally:
+        for node in nodes:
+            conn = client if node is None else client.get_redis_connection(node)
+            conn.execute_command("ACL", "DELUSER", user)
