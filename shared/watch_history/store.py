@@ -1,8 +1,10 @@
 """``HistoryStore``: the only code that talks to the server.
 
 Every write is one Lua script call per profile (lua/*.lua, with lua/common.lua in
-front), so the rules hold atomically whatever runs concurrently. Reads are plain
-JSON.GETs of the sorted history array (or one script for lookups by asset id).
+front), so the rules hold atomically whatever runs concurrently, preceded (once per
+process and description) by a ``SET NX`` of the asset records its updates name. Reads
+are plain JSON.GETs of the sorted history array and its ids (or one script for
+lookups by asset id), joined to the asset records (MGET, cached per process).
 
 This class is the seam for fault and load testing: it takes any redis-py client
 (standalone or cluster) and a ``Settings`` (every knob a benchmark turns is one);
