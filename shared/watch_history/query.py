@@ -1,7 +1,8 @@
 """The read rules: which stored items a query selects, in which order, and the cursor.
 
 Works on items decoded to values (codec.py: one list per item, whatever the layout)
-and builds the API's shape only for what a page returns. Pure functions: store.py fetches, this selects.
+and builds the API's shape only for what a page returns. Pure functions: store.py
+fetches, this selects.
 """
 
 from __future__ import annotations
