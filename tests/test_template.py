@@ -9,6 +9,7 @@ The build runs once per module (per xdist worker: use ``--dist loadfile``).
 
 from __future__ import annotations
 
+import copy
 import os
 import re
 import subprocess
@@ -180,6 +181,68 @@ def test_environment_matches_settings(
     settings = Settings()
     assert settings.redis_cluster is True
     assert settings.key_prefix == _defaults(template)["KeyPrefix"]
+
+
+# Literal settings the template may write: facts of the resources it creates, which no
+# parameter should change. Everything else comes from a parameter or settings.py.
+FIXED_SETTINGS = {"REDIS_CLUSTER": "MemoryDB's endpoint is always a cluster endpoint"}
+
+
+def _settings_value(name: str, value: object) -> object:
+    """``value`` as the settings object reads it for the variable ``name``."""
+    return getattr(Settings.model_validate({name.lower(): value}), name.lower())
+
+
+def setting_disagreements(template: Mapping[str, Any]) -> list[str]:
+    """Settings the template writes that are not from one source: a literal (other than
+    FIXED_SETTINGS), or a parameter whose default is not settings.py's default."""
+    fields = Settings.model_fields
+    params = template["Parameters"]
+    problems = []
+    scopes = [template["Globals"]["Function"]["Environment"]["Variables"]]
+    scopes += [
+        r["Properties"].get("Environment", {}).get("Variables", {})
+        for r in template["Resources"].values()
+        if r["Type"] == "AWS::Serverless::Function"
+    ]
+    for variables in scopes:
+        for name, value in variables.items():
+            field = fields.get(name.lower())
+            if field is None:
+                continue
+            default = field.get_default(call_default_factory=True)
+            if isinstance(value, str | int | float | bool):
+                if name not in FIXED_SETTINGS:
+                    problems.append(
+                        f"{name}: {value!r} written in the template (settings.py: {default!r});"
+                        " make it a parameter or leave it out"
+                    )
+            elif isinstance(value, Mapping) and set(value) == {"Ref"} and value["Ref"] in params:
+                param = params[value["Ref"]]
+                if "Default" not in param:
+                    continue  # required: the deployment says, there is no default to match
+                if _settings_value(name, param["Default"]) != default:
+                    problems.append(
+                        f"{name}: parameter {value['Ref']} defaults to {param['Default']!r},"
+                        f" settings.py to {default!r}"
+                    )
+    return problems
+
+
+def test_settings_have_one_source(template: dict[str, Any]) -> None:
+    assert setting_disagreements(template) == []
+
+
+def test_setting_disagreements_are_found(template: dict[str, Any]) -> None:
+    """The check above catches both kinds: a literal, and a parameter's other default."""
+    bad = copy.deepcopy(template)
+    bad["Globals"]["Function"]["Environment"]["Variables"]["READ_PREFIX_ITEMS"] = "48"
+    bad["Parameters"]["MaxFutureSkewSeconds"]["Default"] = 86400
+    problems = setting_disagreements(bad)
+    assert len(problems) == 2, problems
+    by_name = {p.split(":")[0]: p for p in problems}
+    assert "48" in by_name["READ_PREFIX_ITEMS"]
+    assert "86400" in by_name["MAX_FUTURE_SKEW_SECONDS"]
 
 
 def _access_string(template: Mapping[str, Any]) -> str:
