@@ -17,12 +17,13 @@ VALKEY_JSON ?= $(abspath ../shared/engines/valkey-json/libjson.so)
 JSON_MODULES ?= redisjson $(wildcard $(VALKEY_JSON))
 PYTEST := $(PY) -m pytest -n 2 --dist loadfile -q
 
-.PHONY: test test-external lint unit venv demo serve soak bench bench-recorder bench-reader bench-memory bench-filters bench-handlers loadtest loadtest-quick openapi build clean
+.PHONY: test test-external lint unit venv demo serve smoke replay capacity upgrade soak bench bench-recorder bench-reader bench-memory bench-filters bench-handlers loadtest loadtest-quick openapi build clean
 
 $(VENV)/.installed: shared/requirements.txt requirements-dev.txt
+	@echo "== building $(VENV) from the pinned requirements (first run: a few minutes) =="
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r shared/requirements.txt -r requirements-dev.txt
+	$(PY) -m pip install --progress-bar on -r shared/requirements.txt -r requirements-dev.txt
 	touch $@
 
 venv: $(VENV)/.installed
@@ -65,6 +66,26 @@ CORS_ORIGINS ?=
 serve: $(VENV)/.installed
 	$(ENGINE) -- $(PY) -m devtools.serve --sample-profiles $(SAMPLE_PROFILES) --cors-origins '$(CORS_ORIGINS)'
 
+## smoke: PUT, GET, the changes feed and DELETE against a deployed stack (docs/deploy.md):
+## make smoke API_URL=https://... TOKEN=<access token>
+smoke: $(VENV)/.installed
+	@API_URL='$(API_URL)' TOKEN='$(TOKEN)' $(PY) -m devtools.smoke $(ARGS)
+
+## replay: re-drive quarantined records or failed stream batches (docs/operations.md):
+## make replay ARGS="quarantine --queue-url URL [--dry-run] [--archive s3://...]"
+replay: $(VENV)/.installed
+	$(PY) -m watch_history.replay $(ARGS)
+
+## capacity: MemoryDB nodes, shards and cost for a scale (docs/deploy.md):
+## make capacity ARGS="--profiles 10e6 --items 200 --peak 833333"
+capacity: $(VENV)/.installed
+	$(PY) -m loadtest capacity $(ARGS)
+
+## upgrade: bring stored documents to the current storage layout (docs/operations.md):
+## make upgrade ARGS="--dry-run"
+upgrade: $(VENV)/.installed
+	$(PY) -m watch_history.upgrade $(ARGS)
+
 ## soak: a few minutes of batches and reads on a loopback engine (docs/reliability.md)
 soak: $(VENV)/.installed
 	$(PY) -m devtools.soak
@@ -77,8 +98,8 @@ bench: $(VENV)/.installed
 bench-recorder bench-reader bench-memory: $(VENV)/.installed
 	$(PY) -m loadtest.bench $(@:bench-%=%)
 
-## bench-handlers: the Lambda handlers end to end beside the engine's floor (issue 12's
-## targets; add ARGS=--profile for cProfile summaries)
+## bench-handlers: the Lambda handlers end to end beside the engine's floor
+## (docs/speed.md; add ARGS=--profile for cProfile summaries)
 bench-handlers: $(VENV)/.installed
 	$(PY) -m loadtest.handlers all $(ARGS)
 
