@@ -9,6 +9,7 @@ The build runs once per module (per xdist worker: use ``--dist loadfile``).
 
 from __future__ import annotations
 
+import argparse
 import copy
 import os
 import re
@@ -26,6 +27,7 @@ from redis.cluster import RedisCluster
 
 from devtools.check_layer import EM_AARCH64, check_layer, elf_machine
 from devtools.engine import start_cluster
+from loadtest import capacity
 from watch_history.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
@@ -397,3 +399,86 @@ def test_built_handler_imports(
         check=False,
     )
     assert proc.returncode == 0, _explain(proc)
+
+
+# --------------------------------------------------------------------- alarms
+
+
+def _alarms(template: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    return {
+        name: r["Properties"]
+        for name, r in template["Resources"].items()
+        if r["Type"] == "AWS::CloudWatch::Alarm"
+    }
+
+
+def test_memorydb_alarms_take_the_worst_node_against_parameters(template: dict[str, Any]) -> None:
+    """Engine CPU, memory, connections and replication lag, each over every node of the
+    cluster (Metrics Insights) against a threshold parameter; failover events go to the
+    alarm topic."""
+    alarms = _alarms(template)
+    watched = {}
+    for name, props in alarms.items():
+        for metric in props.get("Metrics", []):
+            expression = metric.get("Expression", {})
+            text = str(expression.get("Fn::Sub", expression))
+            found = re.search(r'SELECT MAX\((\w+)\) FROM SCHEMA\("AWS/MemoryDB"', text)
+            if found:
+                assert "ClusterName" in text
+                watched[found.group(1)] = props["Threshold"]["Ref"]
+                assert template["Resources"][name]["Condition"] == "HasClusterName"
+    assert watched == {
+        "EngineCPUUtilization": "EngineCpuAlarmPercent",
+        "DatabaseMemoryUsagePercentage": "MemoryAlarmPercent",
+        "CurrConnections": "ConnectionsAlarmCount",
+        "ReplicationLag": "ReplicationLagAlarmSeconds",
+    }
+    cluster = template["Resources"]["Cluster"]["Properties"]
+    assert cluster["SnsTopicArn"] == {
+        "Fn::If": ["HasAlarmTopic", {"Ref": "AlarmTopicArn"}, {"Ref": "AWS::NoValue"}]
+    }
+
+
+def test_alarm_defaults_are_the_sizing_assumptions(template: dict[str, Any]) -> None:
+    """The capacity command sizes the fleet for engine CPU and memory fill; the alarms
+    fire when the fleet runs past what it was sized for."""
+    parser = argparse.ArgumentParser()
+    capacity.add_arguments(parser)
+    assumed = parser.parse_args(["--profiles", "1", "--peak", "1"])
+    defaults = _defaults(template)
+    assert float(defaults["EngineCpuAlarmPercent"]) == assumed.cpu_target * 100
+    assert float(defaults["MemoryAlarmPercent"]) == assumed.memory_fill * 100
+
+
+def test_http_5xx_alarm_is_a_rate(template: dict[str, Any]) -> None:
+    props = _alarms(template)["HttpApi5xxAlarm"]
+    by_id = {m["Id"]: m for m in props["Metrics"]}
+    assert by_id["errors"]["MetricStat"]["Metric"]["MetricName"] == "5xx"
+    assert by_id["requests"]["MetricStat"]["Metric"]["MetricName"] == "Count"
+    rate = by_id["rate"]
+    assert rate["ReturnData"] is True
+    assert "100 * errors / requests" in rate["Expression"]["Fn::Sub"]
+    assert "${Http5xxAlarmMinRequests}" in rate["Expression"]["Fn::Sub"]
+    assert props["Threshold"] == {"Ref": "Http5xxAlarmPercent"}
+    assert props["DatapointsToAlarm"] >= 2
+
+
+def test_quarantine_alarm_counts_arrivals_not_depth(template: dict[str, Any]) -> None:
+    """Records kept in the queue after a replay must not hold the alarm red."""
+    alarms = _alarms(template)
+    on_queue = {
+        name: p
+        for name, p in alarms.items()
+        if p.get("Namespace") == "AWS/SQS"
+        and p["Dimensions"][0]["Value"] == {"Fn::GetAtt": ["QuarantineQueue", "QueueName"]}
+    }
+    assert list(on_queue) == ["QuarantinedRecordsAlarm"]
+    props = on_queue["QuarantinedRecordsAlarm"]
+    assert (props["MetricName"], props["Statistic"]) == ("NumberOfMessagesSent", "Sum")
+
+
+def test_every_alarm_has_a_runbook_entry(template: dict[str, Any]) -> None:
+    runbook = (REPO / "docs" / "operations.md").read_text(encoding="utf-8")
+    headings = set(re.findall(r"^### (\w+)", runbook, re.M))
+    missing = sorted(set(_alarms(template)) - headings)
+    assert not missing, f"docs/operations.md has no section for {missing}"
