@@ -39,6 +39,7 @@ FUNCTIONS = {
     "HistoryRecorderFunction": "functions/history_recorder/",
     "HistoryReaderFunction": "functions/history_reader/",
     "HistoryWriterFunction": "functions/history_writer/",
+    "HistoryRepairFunction": "functions/history_repair/",
 }
 ROUTES = {
     "HistoryReaderFunction": {
@@ -482,3 +483,25 @@ def test_every_alarm_has_a_runbook_entry(template: dict[str, Any]) -> None:
     headings = set(re.findall(r"^### (\w+)", runbook, re.M))
     missing = sorted(set(_alarms(template)) - headings)
     assert not missing, f"docs/operations.md has no section for {missing}"
+
+
+def test_repair_function_runs_inside_the_vpc_by_hand_only(template: dict[str, Any]) -> None:
+    """The repair function: no event source, one at a time, the time a replay needs, and
+    the permissions replay needs (both queues, the stream, the archive bucket)."""
+    resources = template["Resources"]
+    props = resources["HistoryRepairFunction"]["Properties"]
+    assert "Events" not in props
+    assert props["ReservedConcurrentExecutions"] == 1
+    assert props["Timeout"] == 900
+    assert "VpcConfig" in template["Globals"]["Function"]
+    policies = props["Policies"]
+    assert {"Ref": "ClusterAccessPolicy"} in policies
+    pollers = [p["SQSPollerPolicy"]["QueueName"] for p in policies if "SQSPollerPolicy" in p]
+    assert pollers == [
+        {"Fn::GetAtt": ["QuarantineQueue", "QueueName"]},
+        {"Fn::GetAtt": ["StreamFailureQueue", "QueueName"]},
+    ]
+    assert {"S3WritePolicy": {"BucketName": {"Ref": "PoisonArchiveBucket"}}} in policies
+    assert resources["PoisonArchiveBucket"]["DeletionPolicy"] == "Retain"
+    for name in FUNCTIONS:
+        assert {"Ref": "ClusterAccessPolicy"} in resources[name]["Properties"]["Policies"]

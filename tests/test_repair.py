@@ -1,0 +1,66 @@
+"""The repair function (functions/history_repair): operator commands as Lambda runs them.
+
+SQS from moto, the real engines for the store; the handler is imported as Lambda would.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from typing import Any
+
+import pytest
+
+from devtools.lambda_context import FakeLambdaContext, load_module
+from watch_history import runtime
+from watch_history.store import HistoryStore
+
+REPAIR = "history_repair"
+
+
+@pytest.fixture(scope="module")
+def app() -> Any:
+    return load_module(REPAIR)
+
+
+@pytest.fixture
+def repair(app: Any) -> Any:
+    """Invoke the handler as Lambda would: (event, context) -> answer."""
+    return lambda event: app.lambda_handler(
+        event, FakeLambdaContext("history-repair", timeout_seconds=900)
+    )
+
+
+def test_each_action_is_a_command_with_main(app: Any) -> None:
+    """An action is one entry: a module of the layer with main(argv) -> int."""
+    assert "replay" in app.ACTIONS
+    for module in app.ACTIONS.values():
+        assert callable(importlib.import_module(module).main)
+
+
+def test_replay_dry_run_through_the_function(
+    repair: Any, store: HistoryStore, sqs: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runtime.set_store(store)
+    monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", "history-repair")
+    url = sqs.create_queue(QueueName="quarantine-repair")["QueueUrl"]
+    sqs.send_message(QueueUrl=url, MessageBody="not json")
+    args = ["quarantine", "--queue-url", url, "--wait-seconds", "0", "--dry-run"]
+
+    result = repair({"action": "replay", "args": args})
+
+    assert result["exitCode"] == 1  # the unreadable message is left for a person
+    assert result["output"]["dry_run"] is True
+    assert (result["output"]["messages"], result["output"]["unreadable"]) == (1, 1)
+    assert json.dumps(result)  # the answer sam remote invoke prints
+
+
+def test_bad_requests_are_answers_not_crashes(repair: Any) -> None:
+    unknown = repair({"action": "reboot"})
+    assert unknown["exitCode"] == 2
+    assert "unknown action 'reboot'" in unknown["stderr"][0]
+    bad_args = repair({"action": "replay", "args": "quarantine"})
+    assert (bad_args["exitCode"], bad_args["stderr"]) == (2, ["args: a list of strings"])
+    usage = repair({"action": "replay", "args": ["quarantine"]})
+    assert usage["exitCode"] == 2
+    assert any("--queue-url" in line for line in usage["stderr"])
