@@ -17,7 +17,7 @@ VALKEY_JSON ?= $(abspath ../shared/engines/valkey-json/libjson.so)
 JSON_MODULES ?= redisjson $(wildcard $(VALKEY_JSON))
 PYTEST := $(PY) -m pytest -n 2 --dist loadfile -q
 
-.PHONY: test test-external lint unit venv demo serve smoke replay capacity upgrade soak bench bench-recorder bench-reader bench-memory bench-filters bench-handlers loadtest loadtest-quick openapi build clean
+.PHONY: test test-external lint security unit venv demo serve smoke replay capacity upgrade soak bench bench-recorder bench-reader bench-memory bench-filters bench-handlers loadtest loadtest-quick openapi build clean
 
 $(VENV)/.installed: shared/requirements.txt requirements-dev.txt
 	@echo "== building $(VENV) from the pinned requirements (first run: a few minutes) =="
@@ -28,9 +28,22 @@ $(VENV)/.installed: shared/requirements.txt requirements-dev.txt
 
 venv: $(VENV)/.installed
 
-## test: lint, type-check and run the whole suite (standalone engine and 3-primary
-## cluster) once per JSON module: RedisJSON, and valkey-json when ../shared has it
-test: lint unit
+## test: lint, type-check, scan the template and run the whole suite (standalone engine
+## and 3-primary cluster) once per JSON module: RedisJSON, and valkey-json when ../shared has it
+test: lint security unit
+
+## security: checkov on template.yaml, as platform teams run it; every finding is fixed or
+## skipped in the template with its reason (offline: --skip-download)
+CHECKOV_VENV := .venv-checkov
+$(CHECKOV_VENV)/.installed: requirements-checkov.txt
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(CHECKOV_VENV)/bin/python -m pip install --progress-bar on -r requirements-checkov.txt
+	touch $@
+
+security: $(CHECKOV_VENV)/.installed
+	$(CHECKOV_VENV)/bin/checkov --file template.yaml --framework cloudformation --compact \
+	  --quiet --skip-download
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
@@ -125,4 +138,4 @@ build: $(VENV)/.installed
 	$(VENV)/bin/sam build
 
 clean:
-	rm -rf $(VENV) .aws-sam .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(CHECKOV_VENV) .aws-sam .mypy_cache .ruff_cache
