@@ -103,7 +103,8 @@ upgrade: $(VENV)/.installed
 soak: $(VENV)/.installed
 	$(PY) -m devtools.soak
 
-## bench: the README's numbers (client on core 0, engine on core 1)
+## bench: the store alone against the engine's floor, docs/performance.md (client on core 0,
+## engine on core 1)
 bench: $(VENV)/.installed
 	$(PY) -m loadtest.bench all
 
