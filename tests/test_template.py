@@ -16,6 +16,7 @@ import re
 import subprocess
 import sys
 import time
+import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -521,3 +522,16 @@ def test_every_security_scan_skip_says_why(template: dict[str, Any]) -> None:
     assert "CKV_AWS_23" not in skipped
     for name in FUNCTIONS:
         assert "ReservedConcurrentExecutions" in template["Resources"][name]["Properties"]
+
+
+def test_samconfig_dev_names_every_required_parameter(template: dict[str, Any]) -> None:
+    """The dev environment lists each parameter without a default (to be replaced), and
+    only parameters the template has."""
+    config = tomllib.loads((REPO / "samconfig.toml").read_text(encoding="utf-8"))
+    required = {name for name, p in template["Parameters"].items() if "Default" not in p}
+    assert required == {"VpcId", "SubnetIds", "JwtIssuer", "JwtAudience"}
+    for command in ("deploy", "sync"):
+        overrides = config["dev"][command]["parameters"]["parameter_overrides"]
+        named = {item.split("=", 1)[0] for item in overrides}
+        assert required <= named, command
+        assert named <= set(template["Parameters"]), command
