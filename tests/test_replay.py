@@ -23,7 +23,7 @@ from watch_history import replay, runtime
 from watch_history.connection import create_client
 from watch_history.models import epoch_ms
 from watch_history.recorder import KinesisRecorder, decode_record
-from watch_history.settings import Settings
+from watch_history.settings import Settings, get_settings
 from watch_history.store import HistoryStore
 
 REGION = "us-east-1"
@@ -542,3 +542,20 @@ def test_no_permission_is_one_line(
     err = _one_line_failure(code, capsys)
     assert "AccessDenied" in err
     assert "permissions" in err
+
+
+def test_a_bad_setting_is_one_line(
+    aws: None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No store yet and REDIS_URL not a redis URL: the settings error, in one line."""
+    runtime.set_store(None)
+    get_settings.cache_clear()
+    monkeypatch.setenv("REDIS_URL", "http://127.0.0.1:1")
+    try:
+        capsys.readouterr()
+        code = replay.main(_quarantine("https://sqs.us-east-1.amazonaws.com/123456789012/q"))
+    finally:
+        get_settings.cache_clear()
+    err = _one_line_failure(code, capsys)
+    assert err.startswith("replay: invalid configuration")
+    assert "REDIS_URL" in err

@@ -722,7 +722,8 @@ def main(
 
 
 def _fail(message: str) -> int:
-    sys.stderr.write(f"replay: {message}\n")
+    """One line on stderr (pydantic's and botocore's messages span several), exit 2."""
+    sys.stderr.write(f"replay: {' '.join(message.split())}\n")
     return 2
 
 
