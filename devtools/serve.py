@@ -89,6 +89,9 @@ from watch_history import runtime
 from watch_history.models import ProgressUpdate
 from watch_history.settings import Settings
 
+DEFAULT_HOST: Final = "127.0.0.1"
+DEFAULT_PORT: Final = 8080
+
 __all__ = [
     "ROUTES",
     "CorsPolicy",
@@ -647,8 +650,10 @@ def _parser() -> argparse.ArgumentParser:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--host", default="127.0.0.1", help="loopback address (127.0.0.1)")
-    parser.add_argument("--port", type=int, default=8080, help="port (default 8080; 0: any)")
+    parser.add_argument("--host", default=DEFAULT_HOST, help=f"loopback address ({DEFAULT_HOST})")
+    parser.add_argument(
+        "--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT}; 0: any)"
+    )
     parser.add_argument(
         "--sample-profiles",
         type=int,

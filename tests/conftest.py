@@ -84,6 +84,19 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
+NOT_NUMBERS: list[dict[str, Any]] = [
+    {"position": True},
+    {"position": "10"},
+    {"position": 10, "duration": "100"},
+    {"position": 10, "duration": False},
+    {"position": 10, "asset": {"season": "2"}},
+    {"position": 10, "asset": {"episode": True}},
+    {"position": 10, "eventTime": "1795200000000"},
+]
+"""Fields of an update whose number is a string or a boolean: refused alike by the
+write API and the recorder (models.NUMBER_RULE)."""
+
+
 def load_event(name: str) -> dict[str, Any]:
     """An event file from events/ (the same files `sam local invoke -e` takes)."""
     data: dict[str, Any] = json.loads((EVENTS / name).read_text())

@@ -24,10 +24,10 @@ from aws_lambda_powertools.utilities.data_classes.kinesis_stream_event import Ki
 
 from devtools.engine import start_standalone
 from devtools.lambda_context import FakeLambdaContext, load_module
-from tests.conftest import load_event
+from tests.conftest import NOT_NUMBERS, load_event
 from watch_history import runtime
 from watch_history.connection import create_client
-from watch_history.errors import StaleUpdateError, StoreUnavailableError
+from watch_history.errors import InvalidInputError, StaleUpdateError, StoreUnavailableError
 from watch_history.models import HistoryItem, ProgressUpdate, epoch_ms
 from watch_history.recorder import (
     SQS_MAX_BYTES,
@@ -633,6 +633,15 @@ def test_a_store_that_cannot_start_fails_the_valid_records_and_quarantines_the_b
     assert failed_sequences(dict(result)) == [records[1]["kinesis"]["sequenceNumber"]]
     assert processor.report.summary()["quarantined"] == 2
     assert len(drain(sqs, queue_url)) == 2
+
+
+@pytest.mark.parametrize("fields", NOT_NUMBERS, ids=json.dumps)
+def test_a_string_or_boolean_for_a_number_is_quarantined_as_the_api_refuses_it(
+    fields: dict[str, Any],
+) -> None:
+    payload = {**progress("p", "a", datetime(2026, 11, 20, tzinfo=UTC)), **fields}
+    with pytest.raises(InvalidInputError, match="not a valid progress update"):
+        decode_record(KinesisStreamRecord(record(payload, 0)))
 
 
 def test_epoch_ms_and_rfc3339_times_are_the_same_instant() -> None:
