@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping
@@ -11,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from devtools.lambda_context import Handler, load_handler
+from devtools.lambda_context import Handler
 from devtools.serve import (
     READER,
     WRITER,
@@ -20,32 +19,10 @@ from devtools.serve import (
     match_route,
     template_cors,
 )
-from watch_history import runtime
+from tests.conftest import serving
 from watch_history.store import HistoryStore
 
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never a proxy
-
-
-@pytest.fixture(scope="module")
-def handlers() -> dict[str, Handler]:
-    """The reader and writer modules, imported as Lambda would."""
-    return {READER: load_handler(READER), WRITER: load_handler(WRITER)}
-
-
-@pytest.fixture
-def server(store: HistoryStore, handlers: dict[str, Handler]) -> Iterator[LocalApiServer]:
-    """The server on an ephemeral port: bound (ready) before serve_forever starts."""
-    runtime.set_store(store)
-    srv = LocalApiServer(("127.0.0.1", 0), handlers, profile_claim=store.settings.profile_claim)
-    thread = threading.Thread(target=srv.serve_forever, name="local-api", daemon=True)
-    thread.start()
-    try:
-        yield srv
-    finally:
-        srv.shutdown()
-        thread.join()
-        srv.server_close()
-        runtime.set_store(None)
 
 
 def call(
@@ -268,22 +245,8 @@ def test_the_cors_policy_is_the_templates() -> None:
 
 @pytest.fixture
 def cors_server(store: HistoryStore, handlers: dict[str, Handler]) -> Iterator[LocalApiServer]:
-    runtime.set_store(store)
-    srv = LocalApiServer(
-        ("127.0.0.1", 0),
-        handlers,
-        profile_claim=store.settings.profile_claim,
-        cors=template_cors("https://app.example.com"),
-    )
-    thread = threading.Thread(target=srv.serve_forever, name="local-api-cors", daemon=True)
-    thread.start()
-    try:
+    with serving(store, handlers, cors=template_cors("https://app.example.com")) as srv:
         yield srv
-    finally:
-        srv.shutdown()
-        thread.join()
-        srv.server_close()
-        runtime.set_store(None)
 
 
 def test_a_preflight_is_answered_locally(cors_server: LocalApiServer, profile_id: str) -> None:
