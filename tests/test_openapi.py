@@ -165,7 +165,7 @@ def test_every_field_parameter_and_event_type_is_described(generated: str) -> No
     assert [(s, n) for s, n, prop in _properties(document) if not prop.get("description")] == []
     assert [p["name"] for p in _parameters_of_all(document) if not p.get("description")] == []
     schemas = document["components"]["schemas"]
-    for enum in ("EventType", "Status", "RecordOutcome"):
+    for enum in ("EventType", "Status", "RecordOutcome", "Collapse"):
         description = schemas[enum]["description"]
         for value in schemas[enum]["enum"]:
             assert f"``{value}``" in description, (enum, value)

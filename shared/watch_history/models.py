@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import (
     AwareDatetime,
@@ -329,7 +329,13 @@ class HistoryItem(_Schema):
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
-Collapse = Literal["show", "series"]
+class Collapse(StrEnum):
+    """One item per group, the newest (a continue-watching rail). ``show``: per show
+    (items without a show stand alone). ``series``: per sport and series (items without
+    a series stand alone)."""
+
+    SHOW = "show"
+    SERIES = "series"
 
 
 class HistoryQuery(_Schema):
