@@ -83,12 +83,13 @@ test-external: $(VENV)/.installed
 demo: $(VENV)/.installed
 	$(ENGINE) -- $(PY) -m devtools.demo
 
-## serve: the read and write APIs on http://127.0.0.1:8080 (no Docker), with
-## SAMPLE_PROFILES profiles of sample history and CORS for CORS_ORIGINS (comma-separated)
+## serve: the read and write APIs on http://127.0.0.1:$(PORT) (no Docker; PORT default 8080),
+## with SAMPLE_PROFILES profiles of sample history and CORS for CORS_ORIGINS (comma-separated)
+PORT ?= 8080
 SAMPLE_PROFILES ?= 1
 CORS_ORIGINS ?=
 serve: $(VENV)/.installed
-	$(ENGINE) -- $(PY) -m devtools.serve --sample-profiles $(SAMPLE_PROFILES) --cors-origins '$(CORS_ORIGINS)'
+	$(ENGINE) -- $(PY) -m devtools.serve --port $(PORT) --sample-profiles $(SAMPLE_PROFILES) --cors-origins '$(CORS_ORIGINS)'
 
 ## smoke: PUT, GET, the changes feed and DELETE against a deployed stack (docs/deploy.md):
 ## make smoke API_URL=https://... TOKEN=<access token>
