@@ -13,8 +13,9 @@ from typing import Any
 import pytest
 
 from devtools.lambda_context import FakeLambdaContext, load_module
-from tests.test_upgrade import LAYOUT, document, load
+from tests.test_upgrade import document, load
 from watch_history import runtime
+from watch_history.codec import LAYOUT
 from watch_history.store import HistoryStore
 
 REPAIR = "history_repair"

@@ -9,9 +9,6 @@ import pytest
 
 from devtools.serve import LocalApiServer
 from devtools.smoke import Api, SmokeFailure, main, run, token_profile
-from tests.test_serve import handlers, server  # the local API on an ephemeral port
-
-__all__ = ["handlers", "server"]
 
 
 def _token(claims: dict[str, object]) -> str:
@@ -22,6 +19,7 @@ def _token(claims: dict[str, object]) -> str:
 
 @pytest.fixture
 def api_url(server: LocalApiServer) -> str:
+    """The local API (conftest's ``server``: make serve's on an ephemeral port)."""
     return server.url
 
 
