@@ -17,12 +17,13 @@ VALKEY_JSON ?= $(abspath ../shared/engines/valkey-json/libjson.so)
 JSON_MODULES ?= redisjson $(wildcard $(VALKEY_JSON))
 PYTEST := $(PY) -m pytest -n 2 --dist loadfile -q
 
-.PHONY: test test-external lint unit venv valgrind demo serve soak bench bench-recorder bench-reader bench-memory bench-filters bench-handlers bench-engine upgrade loadtest loadtest-quick openapi build clean
+.PHONY: test test-external lint security unit venv valgrind demo serve smoke replay capacity upgrade soak bench bench-recorder bench-reader bench-memory bench-filters bench-handlers bench-engine loadtest loadtest-quick openapi build clean
 
 $(VENV)/.installed: shared/requirements.txt requirements-dev.txt
+	@echo "== building $(VENV) from the pinned requirements (first run: a few minutes) =="
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r shared/requirements.txt -r requirements-dev.txt
+	$(PY) -m pip install --progress-bar on -r shared/requirements.txt -r requirements-dev.txt
 	touch $@
 
 venv: $(VENV)/.installed
@@ -38,9 +39,22 @@ valgrind:
 	  exit 1; \
 	fi
 
-## test: lint, type-check and run the whole suite (standalone engine and 3-primary
-## cluster) once per JSON module: RedisJSON, and valkey-json when ../shared has it
-test: lint unit
+## test: lint, type-check, scan the template and run the whole suite (standalone engine
+## and 3-primary cluster) once per JSON module: RedisJSON, and valkey-json when ../shared has it
+test: lint security unit
+
+## security: checkov on template.yaml, as platform teams run it; every finding is fixed or
+## skipped in the template with its reason (offline: --skip-download)
+CHECKOV_VENV := .venv-checkov
+$(CHECKOV_VENV)/.installed: requirements-checkov.txt
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(CHECKOV_VENV)/bin/python -m pip install --progress-bar on -r requirements-checkov.txt
+	touch $@
+
+security: $(CHECKOV_VENV)/.installed
+	$(CHECKOV_VENV)/bin/checkov --file template.yaml --framework cloudformation --compact \
+	  --quiet --skip-download
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
@@ -69,18 +83,35 @@ test-external: $(VENV)/.installed
 demo: $(VENV)/.installed
 	$(ENGINE) -- $(PY) -m devtools.demo
 
-## serve: the read and write APIs on http://127.0.0.1:8080 (no Docker), with
-## SAMPLE_PROFILES profiles of sample history and CORS for CORS_ORIGINS (comma-separated)
+## serve: the read and write APIs on http://127.0.0.1:$(PORT) (no Docker; PORT default 8080),
+## with SAMPLE_PROFILES profiles of sample history and CORS for CORS_ORIGINS (comma-separated)
+PORT ?= 8080
 SAMPLE_PROFILES ?= 1
 CORS_ORIGINS ?=
 serve: $(VENV)/.installed
-	$(ENGINE) -- $(PY) -m devtools.serve --sample-profiles $(SAMPLE_PROFILES) --cors-origins '$(CORS_ORIGINS)'
+	$(ENGINE) -- $(PY) -m devtools.serve --port $(PORT) --sample-profiles $(SAMPLE_PROFILES) --cors-origins '$(CORS_ORIGINS)'
+
+## smoke: PUT, GET, the changes feed and DELETE against a deployed stack (docs/deploy.md):
+## make smoke API_URL=https://... TOKEN=<access token>
+smoke: $(VENV)/.installed
+	@API_URL='$(API_URL)' TOKEN='$(TOKEN)' $(PY) -m devtools.smoke $(ARGS)
+
+## replay: re-drive quarantined records or failed stream batches (docs/operations.md):
+## make replay ARGS="quarantine --queue-url URL [--dry-run] [--archive s3://...]"
+replay: $(VENV)/.installed
+	$(PY) -m watch_history.replay $(ARGS)
+
+## capacity: MemoryDB nodes, shards and cost for a scale (docs/deploy.md):
+## make capacity ARGS="--profiles 10e6 --items 200 --peak 833333"
+capacity: $(VENV)/.installed
+	$(PY) -m loadtest capacity $(ARGS)
 
 ## soak: a few minutes of batches and reads on a loopback engine (docs/reliability.md)
 soak: $(VENV)/.installed
 	$(PY) -m devtools.soak
 
-## bench: the README's numbers (client on core 0, engine on core 1)
+## bench: the store alone against the engine's floor, docs/performance.md (client on core 0,
+## engine on core 1)
 bench: $(VENV)/.installed
 	$(PY) -m loadtest.bench all
 
@@ -88,8 +119,8 @@ bench: $(VENV)/.installed
 bench-recorder bench-reader bench-memory: $(VENV)/.installed
 	$(PY) -m loadtest.bench $(@:bench-%=%)
 
-## bench-handlers: the Lambda handlers end to end beside the engine's floor (issue 12's
-## targets; add ARGS=--profile for cProfile summaries)
+## bench-handlers: the Lambda handlers end to end beside the engine's floor
+## (docs/speed.md; add ARGS=--profile for cProfile summaries)
 bench-handlers: $(VENV)/.installed
 	$(PY) -m loadtest.handlers all $(ARGS)
 
@@ -113,8 +144,8 @@ loadtest-quick: $(VENV)/.installed
 	$(PY) -m loadtest --quick --valkey-json $(VALKEY_JSON) --out build/loadtest-quick
 
 ## upgrade: bring every history document of the server (REDIS_URL, REDIS_CLUSTER, or the
-## MemoryDB settings, as the functions read them) to the current layout; ARGS: --dry-run,
-## --rate KEYS_PER_SECOND, --state PATH (resumable), --count SCAN_COUNT
+## MemoryDB settings, as the functions read them) to the current layout (docs/operations.md);
+## ARGS: --dry-run, --rate KEYS_PER_SECOND, --state PATH (resumable), --count SCAN_COUNT
 upgrade: $(VENV)/.installed
 	$(PY) -m watch_history.upgrade $(ARGS)
 
@@ -127,4 +158,4 @@ build: $(VENV)/.installed
 	$(VENV)/bin/sam build
 
 clean:
-	rm -rf $(VENV) .aws-sam .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(CHECKOV_VENV) .aws-sam .mypy_cache .ruff_cache

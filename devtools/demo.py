@@ -91,8 +91,9 @@ class CountingStore(HistoryStore):
         parts: Iterable[Sequence[tuple[int, ProgressUpdate]]],
         *,
         deadline: float | None = None,
+        exact_outcomes: bool = False,
     ) -> BatchResult:
-        result = super().record_stream(parts, deadline=deadline)
+        result = super().record_stream(parts, deadline=deadline, exact_outcomes=exact_outcomes)
         with self._lock:
             self.outcomes.update(outcome.value for outcome in result.outcomes.values())
         return result

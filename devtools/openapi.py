@@ -22,6 +22,8 @@ from typing import Any
 
 from aws_lambda_powertools.event_handler.api_gateway import ApiGatewayResolver
 
+from devtools.serve import DEFAULT_HOST, DEFAULT_PORT
+
 ROOT = Path(__file__).resolve().parent.parent
 FUNCTIONS = ("history_reader", "history_writer")
 TITLE = "Watch history API"
@@ -33,6 +35,21 @@ DESCRIPTION = (
     "ADMIN_SCOPE (default history:admin)."
 )
 SECURITY_SCHEME = "jwt"
+SERVERS: list[dict[str, Any]] = [
+    {
+        "url": f"http://{DEFAULT_HOST}:{DEFAULT_PORT}",
+        "description": "make serve, on a developer's machine (PORT changes the port); it "
+        "takes development claims from X-Dev-Profile or X-Dev-Claims instead of a JWT",
+    },
+    {
+        "url": "https://{apiId}.execute-api.{region}.amazonaws.com",
+        "description": "the deployed HTTP API (the stack's HttpApiUrl output)",
+        "variables": {
+            "apiId": {"default": "abcde12345", "description": "the HTTP API's id"},
+            "region": {"default": "eu-west-1", "description": "the stack's AWS region"},
+        },
+    },
+]
 _REF = "#/components/schemas/"
 
 
@@ -139,6 +156,7 @@ def merge(parts: dict[str, dict[str, Any]]) -> dict[str, Any]:
     document = {
         "openapi": next(iter(parts.values()))["openapi"] if parts else "3.1.0",
         "info": {"title": TITLE, "version": version(), "description": DESCRIPTION},
+        "servers": SERVERS,
         "paths": {path: paths[path] for path in sorted(paths)},
         "components": {
             "schemas": {name: schemas[name] for name in sorted(used)},

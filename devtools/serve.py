@@ -1,7 +1,8 @@
 """The read and write APIs on localhost, as API Gateway (HTTP API, payload 2.0) runs them.
 
-``make serve`` (or ``python -m devtools.serve [--port 8080] [--host 127.0.0.1]`` with
-REDIS_URL set): a stdlib HTTP server on the loopback interface only. Each request
+``make serve`` (``make serve PORT=8081`` for another port; or ``python -m devtools.serve
+[--port 8080] [--host 127.0.0.1]`` with REDIS_URL set): a stdlib HTTP server on the
+loopback interface only. A port already in use is a one-line error. Each request
 becomes the event API Gateway would send (``version`` 2.0, ``routeKey``, ``rawPath``,
 ``rawQueryString``, ``queryStringParameters`` with repeated keys joined by commas,
 lower-case ``headers``, ``cookies``, ``pathParameters``, ``body`` (base64 when it is
@@ -27,7 +28,9 @@ from one of these request headers (not passed on to the handler):
     The token's payload is used as the claims WITHOUT verifying its signature.
 
 Without any of them the event has no authorizer context, and the handlers answer 401
-(in AWS, the authorizer would have rejected the request before the Lambda).
+(in AWS, the authorizer would have rejected the request before the Lambda). Claims that
+cannot be read (a Bearer token that is not a JWT, X-Dev-Claims that is not a JSON
+object) are a 401 here, as a token the authorizer cannot read is in AWS.
 
 CORS
 ----
@@ -37,7 +40,8 @@ is the template's ``CorsConfiguration`` (read from template.yaml, its one source
 as API Gateway applies it: preflights (OPTIONS with ``Access-Control-Request-Method``)
 are answered here without reaching a function, and responses to an allowed ``Origin``
 carry ``Access-Control-Allow-Origin`` and ``Access-Control-Expose-Headers``. Without
-origins there is no CORS, as in the template.
+origins there is no CORS, as in the template. This server also allows its own
+development headers (``DEV_HEADERS``), so that a browser app can send them.
 
 Data
 ----
@@ -88,6 +92,9 @@ from devtools.lambda_context import (
 from watch_history import runtime
 from watch_history.models import ProgressUpdate
 from watch_history.settings import Settings
+
+DEFAULT_HOST: Final = "127.0.0.1"
+DEFAULT_PORT: Final = 8080
 
 __all__ = [
     "ROUTES",
@@ -229,7 +236,8 @@ _CORS_HEADERS: Final = frozenset(
 
 def template_cors(origins: str, template: Path = TEMPLATE) -> CorsPolicy | None:
     """The HTTP API's CORS policy in template.yaml, with ``origins`` (the
-    ``CorsAllowOrigins`` parameter: comma-separated; empty: no CORS, as in the template)."""
+    ``CorsAllowOrigins`` parameter: comma-separated; empty: no CORS, as in the template),
+    and this server's DEV_HEADERS allowed besides the template's headers."""
     allowed = tuple(o.strip() for o in origins.split(",") if o.strip())
     if not allowed:
         return None
@@ -239,10 +247,11 @@ def template_cors(origins: str, template: Path = TEMPLATE) -> CorsPolicy | None:
 
     document = load_cfn_yaml(str(template))
     chosen = document["Resources"]["HttpApi"]["Properties"]["CorsConfiguration"]["Fn::If"][1]
+    allow_headers = tuple(str(h).lower() for h in chosen["AllowHeaders"])
     return CorsPolicy(
         allow_origins=allowed,
         allow_methods=tuple(str(m).upper() for m in chosen["AllowMethods"]),
-        allow_headers=tuple(str(h).lower() for h in chosen["AllowHeaders"]),
+        allow_headers=allow_headers + tuple(h for h in DEV_HEADERS if h not in allow_headers),
         expose_headers=tuple(str(h).lower() for h in chosen.get("ExposeHeaders", ())),
         max_age=int(chosen.get("MaxAge", 0)),
     )
@@ -359,8 +368,14 @@ def api_event(
     return event
 
 
+X_DEV_CLAIMS: Final = "x-dev-claims"
+X_DEV_PROFILE: Final = "x-dev-profile"
+DEV_HEADERS: Final = (X_DEV_CLAIMS, X_DEV_PROFILE)
+"""The development claims headers this server reads (and allows in its CORS)."""
+
+
 class DevClaimsError(ValueError):
-    """A development claims header that cannot be read (400)."""
+    """Development claims (a header or a Bearer token) that cannot be read (401)."""
 
 
 def dev_claims(headers: Mapping[str, str], profile_claim: str) -> dict[str, Any] | None:
@@ -372,7 +387,7 @@ def dev_claims(headers: Mapping[str, str], profile_claim: str) -> dict[str, Any]
     auth = headers.get("authorization", "")
     if auth[:7].lower() == "bearer ":
         claims = _jwt_payload(auth[7:].strip())
-    raw = headers.get("x-dev-claims")
+    raw = headers.get(X_DEV_CLAIMS)
     if raw is not None:
         try:
             parsed = json.loads(raw)
@@ -381,7 +396,7 @@ def dev_claims(headers: Mapping[str, str], profile_claim: str) -> dict[str, Any]
         if not isinstance(parsed, dict):
             raise DevClaimsError("X-Dev-Claims must be a JSON object")
         claims = {**(claims or {}), **parsed}
-    profile = headers.get("x-dev-profile")
+    profile = headers.get(X_DEV_PROFILE)
     if profile is not None:
         claims = {**(claims or {}), profile_claim: profile.strip()}
     return claims
@@ -574,8 +589,11 @@ class _RequestHandler(BaseHTTPRequestHandler):
         lowered = {k.lower(): v for k, v in self.headers.items()}
         try:
             claims = dev_claims(lowered, self.server.profile_claim)
-        except DevClaimsError as exc:
-            return _json_reply(HTTPStatus.BAD_REQUEST, str(exc))
+        except DevClaimsError as exc:  # API Gateway's JWT authorizer: 401, WWW-Authenticate
+            reply = _json_reply(HTTPStatus.UNAUTHORIZED, str(exc))
+            return _Reply(
+                reply.status, [*reply.headers, ("WWW-Authenticate", "Bearer")], reply.body
+            )
         host = self.server.server_address[0]
         event = api_event(
             self.command,
@@ -647,8 +665,10 @@ def _parser() -> argparse.ArgumentParser:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--host", default="127.0.0.1", help="loopback address (127.0.0.1)")
-    parser.add_argument("--port", type=int, default=8080, help="port (default 8080; 0: any)")
+    parser.add_argument("--host", default=DEFAULT_HOST, help=f"loopback address ({DEFAULT_HOST})")
+    parser.add_argument(
+        "--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT}; 0: any)"
+    )
     parser.add_argument(
         "--sample-profiles",
         type=int,
@@ -682,14 +702,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     env = {"POWERTOOLS_METRICS_NAMESPACE": "WatchHistory", "POWERTOOLS_METRICS_DISABLED": "true"}
     with env_defaults(env):
         settings = Settings()
-        store = local_store(settings)
-        runtime.set_store(store)
-        try:
-            handlers = {READER: load_handler(READER), WRITER: load_handler(WRITER)}
-            if args.sample_profiles > 0:
-                profiles = profile_ids(args.sample_profiles, SAMPLE_PREFIX)
-                raw = history_updates(profiles, 12, hero=profiles[0])
-                store.record_batch([ProgressUpdate.model_validate(u) for u in raw])
+        handlers = {READER: load_handler(READER), WRITER: load_handler(WRITER)}
+        try:  # bound first: a port in use stops here, before the store is touched
             server = LocalApiServer(
                 (args.host, args.port),
                 handlers,
@@ -697,7 +711,22 @@ def main(argv: Sequence[str] | None = None) -> int:
                 log=None if args.quiet else lambda line: print(line, flush=True),
                 cors=template_cors(args.cors_origins),
             )
+        except OSError as exc:
+            print(
+                f"serve: cannot listen on {args.host}:{args.port}: {exc.strerror or exc} "
+                "(another make serve? make serve PORT=<port> picks another port)",
+                file=sys.stderr,
+            )
+            return 1
+        store = local_store(settings)
+        runtime.set_store(store)
+        try:
+            if args.sample_profiles > 0:
+                profiles = profile_ids(args.sample_profiles, SAMPLE_PREFIX)
+                raw = history_updates(profiles, 12, hero=profiles[0])
+                store.record_batch([ProgressUpdate.model_validate(u) for u in raw])
         except BaseException:
+            server.server_close()
             runtime.set_store(None)
             store.client.close()
             raise

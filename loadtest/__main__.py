@@ -153,7 +153,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
-    if not args or args[0].startswith("-"):
+    if not args or (args[0].startswith("-") and args[0] not in ("-h", "--help")):
         args = ["run", *args]
     parsed = _parser().parse_args(args)
     return int(parsed.handler(parsed))

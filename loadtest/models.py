@@ -42,7 +42,7 @@ import watch_history
 from watch_history.coalesce import AssetGroup, group_by_profile
 from watch_history.codec import ITEM_FIELDS, items_from_values
 from watch_history.connection import ClientType
-from watch_history.models import HistoryPage, HistoryQuery, ProgressUpdate, Status
+from watch_history.models import HistoryPage, HistoryQuery, ProgressUpdate, RecordOutcome, Status
 from watch_history.query import decode_all
 from watch_history.settings import Settings
 from watch_history.store import HistoryStore, check_id
@@ -287,8 +287,8 @@ class _Scripted:
                         if letter == "x":
                             split.extend(group.split())
                             continue
-                        for index in group.indices:
-                            outcomes[index] = _LETTERS[letter]
+                        status = RecordOutcome(_LETTERS[letter])
+                        outcomes.update((i, o.value) for i, o in group.outcomes(status))
                     if split:
                         again.append((profile, split))
             pending = again

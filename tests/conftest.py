@@ -10,8 +10,10 @@ of their own, which only the launcher can give them).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -30,6 +32,8 @@ from devtools.engine import (
     start_cluster,
     start_standalone,
 )
+from devtools.lambda_context import Handler, load_handler
+from devtools.serve import READER, WRITER, LocalApiServer
 from watch_history import runtime
 from watch_history.connection import ClientType
 from watch_history.settings import Settings
@@ -82,6 +86,19 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if item.get_closest_marker("own_servers"):
             item.add_marker(skip)
+
+
+NOT_NUMBERS: list[dict[str, Any]] = [
+    {"position": True},
+    {"position": "10"},
+    {"position": 10, "duration": "100"},
+    {"position": 10, "duration": False},
+    {"position": 10, "asset": {"season": "2"}},
+    {"position": 10, "asset": {"episode": True}},
+    {"position": 10, "eventTime": "1795200000000"},
+]
+"""Fields of an update whose number is a string or a boolean: refused alike by the
+write API and the recorder (models.NUMBER_RULE)."""
 
 
 def load_event(name: str) -> dict[str, Any]:
@@ -203,6 +220,40 @@ def make_store(client: ClientType, settings: Settings) -> Callable[..., HistoryS
 @pytest.fixture
 def store(make_store: Callable[..., HistoryStore]) -> HistoryStore:
     return make_store()
+
+
+@pytest.fixture(scope="module")
+def handlers() -> dict[str, Handler]:
+    """The reader and writer modules, imported as Lambda would."""
+    return {READER: load_handler(READER), WRITER: load_handler(WRITER)}
+
+
+@contextlib.contextmanager
+def serving(
+    store: HistoryStore, handlers: dict[str, Handler], **options: Any
+) -> Iterator[LocalApiServer]:
+    """``make serve``'s server on an ephemeral port, on ``store``: bound (ready) before
+    serve_forever starts. ``options``: LocalApiServer's (cors=...)."""
+    runtime.set_store(store)
+    srv = LocalApiServer(
+        ("127.0.0.1", 0), handlers, profile_claim=store.settings.profile_claim, **options
+    )
+    thread = threading.Thread(target=srv.serve_forever, name="local-api", daemon=True)
+    thread.start()
+    try:
+        yield srv
+    finally:
+        srv.shutdown()
+        thread.join()
+        srv.server_close()
+        runtime.set_store(None)
+
+
+@pytest.fixture
+def server(store: HistoryStore, handlers: dict[str, Handler]) -> Iterator[LocalApiServer]:
+    """``make serve``'s server (``serving``) with its defaults."""
+    with serving(store, handlers) as srv:
+        yield srv
 
 
 @pytest.fixture

@@ -1,7 +1,7 @@
 """A plain-Python model of the store's rules, applied one update at a time.
 
 The property tests compare the real store (Lua on a real engine) with this model.
-It is written from the rules in the README, not from the Lua, on purpose.
+It is written from the rules in docs/data-model.md, not from the Lua, on purpose.
 """
 
 from __future__ import annotations

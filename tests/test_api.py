@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from redis.cluster import RedisCluster
 
 from devtools.lambda_context import FakeLambdaContext, load_module
-from tests.conftest import load_event
+from tests.conftest import NOT_NUMBERS, load_event
 from watch_history import runtime
 from watch_history.http_api import serialize
 from watch_history.settings import Settings
@@ -217,10 +217,10 @@ def test_a_sync_round_through_the_api(apps: dict[str, ModuleType], store: Histor
     )
     assert status == 200
     assert (second["reset"], second["removed"], second["items"]) == (False, ["a"], [])
-    # another profile's token, and a malformed one: 400; the empty since: everything
+    # another profile's token, and a malformed one: 422; the empty since: everything
     other = event("GET", changes, "someone-else", query=f"since={first['nextToken']}")
-    assert call(apps, other)[0] == 400
-    assert call(apps, event("GET", changes, profile, query="since=zz"))[0] == 400
+    assert call(apps, other)[0] == 422
+    assert call(apps, event("GET", changes, profile, query="since=zz"))[0] == 422
     assert call(apps, event("GET", changes, profile, query="since="))[2]["reset"] is True
 
 
@@ -350,6 +350,22 @@ def test_a_batch_is_one_store_call_with_an_outcome_per_update(
     assert calls == 1  # one script call for the whole batch
     assert store.get_item(profile, "new") is not None
     assert store.get_item(profile, "x") is None
+
+
+@pytest.mark.parametrize("fields", NOT_NUMBERS, ids=json.dumps)
+def test_a_string_or_boolean_for_a_number_is_refused_alone_and_in_a_batch(
+    apps: dict[str, ModuleType], store: HistoryStore, fields: dict[str, Any]
+) -> None:
+    profile = f"p-{uuid.uuid4().hex[:8]}"
+    put = event("PUT", "/profiles/{profileId}/history/{assetId}", profile, "a1", body=fields)
+    status, _, body = call(apps, put)
+    assert status == 422, body
+    assert body["errors"]
+    updates = [{"assetId": "a1", **fields}, {"assetId": "a2", **put_body()}]
+    batch = event("POST", "/profiles/{profileId}/history", profile, body={"updates": updates})
+    status, _, body = call(apps, batch)
+    assert [r["outcome"] for r in body["results"]] == ["invalid", "applied"]
+    assert store.get_item(profile, "a1") is None
 
 
 def test_a_batch_over_100_updates_or_empty_is_422(

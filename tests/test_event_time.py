@@ -3,7 +3,7 @@
 An eventTime later than when the update was received (Kinesis'
 approximateArrivalTimestamp for the recorder, the request for the HTTP API) plus
 ``MAX_FUTURE_SKEW_SECONDS`` (default 300) is refused: quarantined with its reason, or a
-400. An accepted update is therefore never more than the skew ahead of real time, so
+422. An accepted update is therefore never more than the skew ahead of real time, so
 it can hold later true progress "stale" (or a removal's tombstone ahead) for at most
 the skew.
 """
@@ -103,7 +103,7 @@ def test_the_writer_refuses_a_clock_hours_ahead_and_takes_one_minutes_ahead(
     runtime.set_store(store)
     hours = (datetime.now(UTC) + timedelta(hours=20)).isoformat()
     status, _, body = call(writer, put_event(body={"position": 1, "eventTime": hours}))
-    assert status == 400
+    assert status == 422
     assert f"more than {SKEW} s in the future" in body["message"]
 
     minutes = (datetime.now(UTC) + timedelta(seconds=SKEW // 2)).isoformat()

@@ -151,7 +151,7 @@ def test_a_cursor_of_one_profile_is_refused_on_another(
     status, _ = _call(handlers, "GET", f"/profiles/cur-a/history?limit=1&cursor={cursor}", both)
     assert status == 200
     status, body = _call(handlers, "GET", f"/profiles/cur-b/history?limit=1&cursor={cursor}", both)
-    assert status == 400
+    assert status == 422
     assert "another query or profile" in body["message"]
 
 

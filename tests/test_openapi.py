@@ -113,3 +113,104 @@ def test_merging_keeps_both_functions_operations() -> None:
     assert merged["components"]["schemas"] == {"E_writer": {"type": "string"}}
     with pytest.raises(openapi.MergeError):
         openapi.merge({"reader": part, "again": part})
+
+
+# --- for generators and people ----------------------------------------------------------
+
+
+def _operations(document: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {
+        operation["operationId"]: operation
+        for operations in document["paths"].values()
+        for operation in operations.values()
+    }
+
+
+def test_operation_ids_are_the_names_a_person_would_write(generated: str) -> None:
+    assert set(_operations(json.loads(generated))) == {
+        "listHistory",
+        "getHistoryItem",
+        "getHistoryChanges",
+        "putProgress",
+        "postProgressBatch",
+        "deleteHistoryItem",
+        "clearHistory",
+    }
+
+
+def _properties(document: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
+    return [
+        (schema_name, name, prop)
+        for schema_name, schema in document["components"]["schemas"].items()
+        for name, prop in schema.get("properties", {}).items()
+    ]
+
+
+def _parameters_of_all(document: dict[str, Any]) -> list[dict[str, Any]]:
+    return [p for op in _operations(document).values() for p in op.get("parameters", [])]
+
+
+def test_titles_are_words_not_mangled_aliases(generated: str) -> None:
+    document = json.loads(generated)
+    titled = [(name, prop["title"]) for _, name, prop in _properties(document)]
+    titled += [(p["name"], p["schema"]["title"]) for p in _parameters_of_all(document)]
+    mangled = [(name, title) for name, title in titled if title == name.capitalize() != name]
+    assert not [m for m in mangled if any(c.isupper() for c in m[0][1:])], mangled
+    assert ("eventTime", "Event time") in titled
+    assert ("assetId", "Asset ID") in titled
+
+
+def test_every_field_parameter_and_event_type_is_described(generated: str) -> None:
+    document = json.loads(generated)
+    assert [(s, n) for s, n, prop in _properties(document) if not prop.get("description")] == []
+    assert [p["name"] for p in _parameters_of_all(document) if not p.get("description")] == []
+    schemas = document["components"]["schemas"]
+    for enum in ("EventType", "Status", "RecordOutcome", "Collapse"):
+        description = schemas[enum]["description"]
+        for value in schemas[enum]["enum"]:
+            assert f"``{value}``" in description, (enum, value)
+
+
+def _examples_and_schemas(document: dict[str, Any]) -> list[tuple[str, Any, dict[str, Any]]]:
+    """(where, example value, schema) for every request body and response with a body."""
+    found = []
+    for op_id, operation in _operations(document).items():
+        bodies = [("request", operation.get("requestBody", {}))]
+        bodies += [(status, r) for status, r in operation["responses"].items()]
+        for where, body in bodies:
+            for media in body.get("content", {}).values():
+                examples = media.get("examples") or {}
+                assert examples, f"{op_id} {where} has no example"
+                for example in examples.values():
+                    found.append((f"{op_id} {where}", example["value"], media["schema"]))
+    return found
+
+
+def test_every_body_and_response_has_an_example_valid_against_its_schema(
+    generated: str,
+) -> None:
+    # schemathesis brings jsonschema (no stubs)
+    from jsonschema import Draft202012Validator  # type: ignore[import-untyped]  # noqa: PLC0415
+
+    document = json.loads(generated)
+    found = _examples_and_schemas(document)
+    assert len(found) >= 30
+    for where, value, schema in found:
+        # the document's components beside the schema: its "#/components/..." resolve
+        rooted = {**schema, "components": document["components"]}
+        errors = list(Draft202012Validator(rooted).iter_errors(value))
+        assert not errors, f"{where}: {errors[0].message}"
+
+
+def test_servers_name_the_local_server_and_the_deployed_one(generated: str) -> None:
+    servers = json.loads(generated)["servers"]
+    assert servers[0]["url"] == "http://127.0.0.1:8080"
+    assert set(servers[1]["variables"]) == {"apiId", "region"}
+
+
+def test_paging_semantics_are_stated_on_the_list_and_its_cursor(generated: str) -> None:
+    operation = _operations(json.loads(generated))["listHistory"]
+    assert "moves to the front" in operation["description"]
+    assert "changes feed" in operation["description"]
+    cursor = {p["name"]: p for p in operation["parameters"]}["cursor"]
+    assert "moved to the front" in cursor["description"]

@@ -24,10 +24,10 @@ from aws_lambda_powertools.utilities.data_classes.kinesis_stream_event import Ki
 
 from devtools.engine import start_standalone
 from devtools.lambda_context import FakeLambdaContext, load_module
-from tests.conftest import load_event
+from tests.conftest import NOT_NUMBERS, load_event
 from watch_history import runtime
 from watch_history.connection import create_client
-from watch_history.errors import StaleUpdateError, StoreUnavailableError
+from watch_history.errors import InvalidInputError, StaleUpdateError, StoreUnavailableError
 from watch_history.models import HistoryItem, ProgressUpdate, epoch_ms
 from watch_history.recorder import (
     SQS_MAX_BYTES,
@@ -265,7 +265,9 @@ def test_metrics_and_logs_of_a_batch(
     [emf] = [line for line in lines if "_aws" in line]
     assert emf["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "WatchHistoryTest"
     assert emf["RecordsIn"] == [10.0]
-    assert emf["RecordsApplied"] == [9.0]
+    # as one by one: the redelivered 19:20 heartbeat and the 19:10 one after 19:15 are stale
+    assert emf["RecordsApplied"] == [7.0]
+    assert emf["RecordsStale"] == [2.0]
     assert emf["RecordsQuarantined"] == [1.0]
     assert emf["RecordsFailed"] == [0.0]
     assert emf["BatchLatency"][0] > 0
@@ -575,8 +577,8 @@ def test_server_stopping_mid_batch_fails_exactly_the_unapplied_records_and_a_ret
             payload = payloads[index]
             if not isinstance(payload, dict):
                 assert disposition is Disposition.QUARANTINED
-            elif payload["profileId"] in landed:
-                assert disposition is Disposition.APPLIED
+            elif payload["profileId"] in landed:  # landed: applied, or stale after a newer one
+                assert disposition in (Disposition.APPLIED, Disposition.STALE)
             else:
                 assert disposition is Disposition.FAILED
 
@@ -633,6 +635,15 @@ def test_a_store_that_cannot_start_fails_the_valid_records_and_quarantines_the_b
     assert failed_sequences(dict(result)) == [records[1]["kinesis"]["sequenceNumber"]]
     assert processor.report.summary()["quarantined"] == 2
     assert len(drain(sqs, queue_url)) == 2
+
+
+@pytest.mark.parametrize("fields", NOT_NUMBERS, ids=json.dumps)
+def test_a_string_or_boolean_for_a_number_is_quarantined_as_the_api_refuses_it(
+    fields: dict[str, Any],
+) -> None:
+    payload = {**progress("p", "a", datetime(2026, 11, 20, tzinfo=UTC)), **fields}
+    with pytest.raises(InvalidInputError, match="not a valid progress update"):
+        decode_record(KinesisStreamRecord(record(payload, 0)))
 
 
 def test_epoch_ms_and_rfc3339_times_are_the_same_instant() -> None:

@@ -15,13 +15,15 @@ from typing import Any
 import boto3
 import pytest
 from aws_lambda_powertools.utilities.batch import process_partial_response
+from botocore.config import Config
+from botocore.stub import Stubber
 
 from tests.conftest import load_event
 from watch_history import replay, runtime
 from watch_history.connection import create_client
 from watch_history.models import epoch_ms
 from watch_history.recorder import KinesisRecorder, decode_record
-from watch_history.settings import Settings
+from watch_history.settings import Settings, get_settings
 from watch_history.store import HistoryStore
 
 REGION = "us-east-1"
@@ -347,7 +349,8 @@ def test_stream_failures_dry_run_and_an_unreachable_store_keep_the_message(
 
     runtime.set_store(store)  # the store is back: the next run finishes the job
     code, summary = run_cli(argv, capsys)
-    assert (code, summary["applied"], summary["deleted"]) == (0, 9, 1)
+    # the events file's 9 valid records, as one by one: 7 applied, a duplicate and a late one stale
+    assert (code, summary["applied"], summary["stale"], summary["deleted"]) == (0, 7, 2, 1)
     assert bodies(sqs, failures) == []
 
 
@@ -368,3 +371,192 @@ def test_a_range_that_cannot_be_read_keeps_the_message(
     assert code == 1
     assert (summary["failed"], summary["unreadable"], summary["kept"]) == (1, 1, 2)
     assert len(bodies(sqs, failures)) == 2
+
+
+# --- poison records: archive and drop -------------------------------------------------
+
+
+def _message(data: dict[str, Any], *, arrival: float, sequence: str) -> str:
+    """A quarantine message as the recorder writes it, for one update."""
+    return json.dumps(
+        {
+            "reason": "as quarantined",
+            "data": base64.b64encode(json.dumps(data).encode()).decode(),
+            "partitionKey": data.get("profileId"),
+            "sequenceNumber": sequence,
+            "shardId": "shardId-000000000000",
+            "approximateArrivalTimestamp": arrival,
+        }
+    )
+
+
+ARRIVAL = datetime(2026, 11, 20, 19, 0, tzinfo=UTC).timestamp()
+FROM_THE_FUTURE = {  # a device clock 20 hours ahead of the record's arrival
+    "profileId": "p-clock",
+    "assetId": "a-1",
+    "position": 60,
+    "eventTime": "2026-11-21T15:00:00Z",
+}
+INVALID = {"profileId": "p-bad", "assetId": "a-1", "position": -5, "eventTime": 1795201200000}
+FINE = {"profileId": "p-ok", "assetId": "a-1", "position": 60, "eventTime": 1795201200000}
+
+
+@pytest.fixture
+def poisoned(sqs: Any, quarantine_url: str) -> str:
+    """The quarantine queue with one record of each kind: refused for eventTime, still
+    invalid, not a quarantine message at all, and one that lands now."""
+    sqs.send_message(
+        QueueUrl=quarantine_url,
+        MessageBody=_message(FROM_THE_FUTURE, arrival=ARRIVAL, sequence="1"),
+    )
+    sqs.send_message(
+        QueueUrl=quarantine_url, MessageBody=_message(INVALID, arrival=ARRIVAL, sequence="2")
+    )
+    sqs.send_message(QueueUrl=quarantine_url, MessageBody="not json")
+    sqs.send_message(
+        QueueUrl=quarantine_url, MessageBody=_message(FINE, arrival=ARRIVAL, sequence="3")
+    )
+    return quarantine_url
+
+
+def _quarantine(url: str, *extra: str) -> list[str]:
+    return ["quarantine", "--queue-url", url, "--wait-seconds", "0", *extra]
+
+
+def test_event_time_refusals_are_explained_and_kept_without_an_archive(
+    store: HistoryStore, poisoned: str, sqs: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, summary = run_cli(_quarantine(poisoned), capsys)
+
+    assert code == 1  # the unreadable message is still there for a person
+    assert (summary["applied"], summary["invalid"], summary["event_time"]) == (1, 2, 1)
+    assert (summary["kept"], summary["archived"]) == (3, 0)
+    assert replay.EVENT_TIME_EXPLANATION in summary["reasons"]
+    assert len(bodies(sqs, poisoned)) == 3
+
+
+def test_archive_to_a_file_drops_what_can_never_be_recorded(
+    store: HistoryStore,
+    poisoned: str,
+    sqs: Any,
+    tmp_path: Any,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    archive = tmp_path / "poison.jsonl"
+
+    code, summary = run_cli(_quarantine(poisoned, "--archive", str(archive)), capsys)
+
+    assert code == 0
+    assert (summary["applied"], summary["archived"], summary["kept"]) == (1, 3, 0)
+    assert summary["archive"] == str(archive)
+    assert bodies(sqs, poisoned) == []
+    entries = [json.loads(line) for line in archive.read_text().splitlines()]
+    by_kind = {e["kind"]: e for e in entries}
+    assert sorted(by_kind) == ["event_time", "invalid", "unreadable"]
+    assert "can never be recorded" in by_kind["event_time"]["reason"]
+    assert by_kind["event_time"]["message"]["sequenceNumber"] == "1"
+    assert by_kind["unreadable"]["message"] == "not json"
+    assert store.get_item("p-ok", "a-1") is not None
+    assert store.get_item("p-clock", "a-1") is None
+
+
+@pytest.fixture
+def s3(aws: None) -> Any:
+    """An S3 client with an empty bucket, poison-archive."""
+    client = boto3.client("s3", region_name=REGION)
+    client.create_bucket(Bucket="poison-archive")
+    return client
+
+
+def test_archive_dry_run_counts_and_changes_nothing(
+    store: HistoryStore, poisoned: str, sqs: Any, s3: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, summary = run_cli(
+        _quarantine(poisoned, "--archive", "s3://poison-archive/quarantine/", "--dry-run"), capsys
+    )
+
+    assert (code, summary["archived"], summary["valid"], summary["event_time"]) == (1, 3, 1, 1)
+    assert len(bodies(sqs, poisoned)) == 4
+    assert s3.list_objects_v2(Bucket="poison-archive")["KeyCount"] == 0
+    assert store.get_item("p-ok", "a-1") is None
+
+
+def test_archive_to_s3_then_the_queue_is_empty(
+    store: HistoryStore, poisoned: str, sqs: Any, s3: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, summary = run_cli(
+        _quarantine(poisoned, "--archive", "s3://poison-archive/quarantine/"), capsys
+    )
+
+    assert (code, summary["archived"]) == (0, 3)
+    [obj] = s3.list_objects_v2(Bucket="poison-archive", Prefix="quarantine/")["Contents"]
+    lines = s3.get_object(Bucket="poison-archive", Key=obj["Key"])["Body"].read().splitlines()
+    assert len(lines) == 3
+    assert bodies(sqs, poisoned) == []
+
+
+def test_an_archive_that_cannot_be_written_drops_nothing(
+    store: HistoryStore, poisoned: str, sqs: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, summary = run_cli(_quarantine(poisoned, "--archive", "s3://no-such-bucket/q/"), capsys)
+
+    assert (code, summary["archived"], summary["failed"], summary["kept"]) == (1, 0, 3, 3)
+    assert any("no-such-bucket" in r for r in summary["reasons"])
+    assert len(bodies(sqs, poisoned)) == 3
+
+
+# --- expected failures: one line, no traceback ----------------------------------------
+
+
+def _one_line_failure(code: int, capsys: pytest.CaptureFixture[str]) -> str:
+    out, err = capsys.readouterr()
+    assert code == 2
+    assert out == ""
+    assert err.count("\n") == 1
+    assert "Traceback" not in err
+    return err
+
+
+def test_unreachable_sqs_is_one_line(
+    store: HistoryStore, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def unreachable(service: str) -> Any:
+        config = Config(retries={"max_attempts": 1}, connect_timeout=1)
+        make: Any = boto3.client
+        return make(service, region_name=REGION, endpoint_url="http://127.0.0.1:1", config=config)
+
+    capsys.readouterr()
+    code = replay.main(_quarantine("http://127.0.0.1:1/123/q"), client=unreachable)
+    err = _one_line_failure(code, capsys)
+    assert err.startswith("replay: an AWS call failed: Could not connect")
+
+
+def test_no_permission_is_one_line(
+    store: HistoryStore, sqs: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    denied = boto3.client("sqs", region_name=REGION)
+    stubber = Stubber(denied)
+    stubber.add_client_error("receive_message", "AccessDenied", "not allowed", 403)
+    capsys.readouterr()
+    with stubber:
+        code = replay.main(_quarantine("https://sqs/123/q"), client=lambda _: denied)
+    err = _one_line_failure(code, capsys)
+    assert "AccessDenied" in err
+    assert "permissions" in err
+
+
+def test_a_bad_setting_is_one_line(
+    aws: None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No store yet and REDIS_URL not a redis URL: the settings error, in one line."""
+    runtime.set_store(None)
+    get_settings.cache_clear()
+    monkeypatch.setenv("REDIS_URL", "http://127.0.0.1:1")
+    try:
+        capsys.readouterr()
+        code = replay.main(_quarantine("https://sqs.us-east-1.amazonaws.com/123456789012/q"))
+    finally:
+        get_settings.cache_clear()
+    err = _one_line_failure(code, capsys)
+    assert err.startswith("replay: invalid configuration")
+    assert "REDIS_URL" in err

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-import threading
+import subprocess
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping
@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from devtools.lambda_context import Handler, load_handler
+from devtools.lambda_context import Handler
 from devtools.serve import (
     READER,
     WRITER,
@@ -20,32 +20,13 @@ from devtools.serve import (
     match_route,
     template_cors,
 )
-from watch_history import runtime
+from devtools.serve import (
+    main as serve_main,
+)
+from tests.conftest import ROOT, serving
 from watch_history.store import HistoryStore
 
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never a proxy
-
-
-@pytest.fixture(scope="module")
-def handlers() -> dict[str, Handler]:
-    """The reader and writer modules, imported as Lambda would."""
-    return {READER: load_handler(READER), WRITER: load_handler(WRITER)}
-
-
-@pytest.fixture
-def server(store: HistoryStore, handlers: dict[str, Handler]) -> Iterator[LocalApiServer]:
-    """The server on an ephemeral port: bound (ready) before serve_forever starts."""
-    runtime.set_store(store)
-    srv = LocalApiServer(("127.0.0.1", 0), handlers, profile_claim=store.settings.profile_claim)
-    thread = threading.Thread(target=srv.serve_forever, name="local-api", daemon=True)
-    thread.start()
-    try:
-        yield srv
-    finally:
-        srv.shutdown()
-        thread.join()
-        srv.server_close()
-        runtime.set_store(None)
 
 
 def call(
@@ -184,8 +165,41 @@ def test_dev_claims_header_grants_as_a_jwt_would(server: LocalApiServer, profile
     admin = json.dumps({"sub": "ops", "scope": "openid history:admin"})
     assert call(server, "GET", path, headers={"X-Dev-Claims": admin})[0] == 200
     status, _, error = call(server, "GET", path, headers={"X-Dev-Claims": "{not json"})
-    assert status == 400
+    assert status == 401
     assert "X-Dev-Claims" in error["message"]
+
+
+@pytest.mark.parametrize("token", ["garbage", "a.b.c", "a.WzFd.c"])
+def test_a_token_that_cannot_be_read_is_401_as_from_the_authorizer(
+    server: LocalApiServer, profile_id: str, token: str
+) -> None:
+    path = f"/profiles/{profile_id}/history"
+    status, headers, error = call(server, "GET", path, headers={"Authorization": f"Bearer {token}"})
+    assert status == 401
+    assert headers["www-authenticate"] == "Bearer"
+    assert "JWT" in error["message"]
+
+
+def test_a_port_in_use_is_a_one_line_error(
+    server: LocalApiServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    port = str(server.server_address[1])
+    assert serve_main(["--port", port, "--sample-profiles", "0", "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in err
+    assert "PORT=" in err
+
+
+def test_make_serve_passes_port() -> None:
+    dry = subprocess.run(
+        ["make", "-n", "serve", "PORT=9123", "VENV=.venv"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "devtools.serve --port 9123 " in dry.stdout
 
 
 def test_unknown_routes_404(server: LocalApiServer, profile_id: str) -> None:
@@ -262,28 +276,16 @@ def test_the_cors_policy_is_the_templates() -> None:
     assert policy is not None
     assert policy.allow_origins == ("https://app.example.com", "http://localhost:3000")
     assert {"authorization", "content-type", "if-none-match"} <= set(policy.allow_headers)
+    # and this server's own development headers, so that a browser app can send them
+    assert {"x-dev-profile", "x-dev-claims"} <= set(policy.allow_headers)
     assert {"etag", "retry-after", "x-update-outcome"} <= set(policy.expose_headers)
     assert {"GET", "PUT", "POST", "DELETE"} <= set(policy.allow_methods)
 
 
 @pytest.fixture
 def cors_server(store: HistoryStore, handlers: dict[str, Handler]) -> Iterator[LocalApiServer]:
-    runtime.set_store(store)
-    srv = LocalApiServer(
-        ("127.0.0.1", 0),
-        handlers,
-        profile_claim=store.settings.profile_claim,
-        cors=template_cors("https://app.example.com"),
-    )
-    thread = threading.Thread(target=srv.serve_forever, name="local-api-cors", daemon=True)
-    thread.start()
-    try:
+    with serving(store, handlers, cors=template_cors("https://app.example.com")) as srv:
         yield srv
-    finally:
-        srv.shutdown()
-        thread.join()
-        srv.server_close()
-        runtime.set_store(None)
 
 
 def test_a_preflight_is_answered_locally(cors_server: LocalApiServer, profile_id: str) -> None:
@@ -291,12 +293,13 @@ def test_a_preflight_is_answered_locally(cors_server: LocalApiServer, profile_id
     asking = {
         "Origin": "https://app.example.com",
         "Access-Control-Request-Method": "GET",
-        "Access-Control-Request-Headers": "authorization,if-none-match",
+        "Access-Control-Request-Headers": "x-dev-profile,if-none-match",
     }
     status, headers, body = call(cors_server, "OPTIONS", path, headers=asking)
     assert (status, body) == (204, None)
     assert headers["access-control-allow-origin"] == "https://app.example.com"
-    assert "if-none-match" in headers["access-control-allow-headers"]
+    allowed = headers["access-control-allow-headers"].split(",")
+    assert {"if-none-match", "x-dev-profile"} <= set(allowed)
     assert "GET" in headers["access-control-allow-methods"]
     foreign = {**asking, "Origin": "https://evil.example"}
     status, headers, _ = call(cors_server, "OPTIONS", path, headers=foreign)

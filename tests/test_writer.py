@@ -272,10 +272,10 @@ def test_bad_bodies_are_rejected_with_a_clear_message(
     assert nothing_stored(store)
 
 
-def test_an_event_time_days_ahead_is_400(writer: ModuleType, store: HistoryStore) -> None:
+def test_an_event_time_days_ahead_is_422(writer: ModuleType, store: HistoryStore) -> None:
     ahead = (datetime.now(UTC) + timedelta(days=3)).isoformat()
     status, _, body = call(writer, put_event(body={"position": 1, "eventTime": ahead}))
-    assert status == 400
+    assert status == 422
     assert "in the future" in body["message"]
     assert nothing_stored(store)
 

@@ -10,12 +10,13 @@ Routes: a page of the history (filters, pages), one item, and the changes feed
 (``/history/changes?since=``: what changed since the app's last sync, see
 ``watch_history.changes``).
 
-Status codes: 200; 304 when ``If-None-Match`` carries the current ETag; 400 for a
-combination of filters that cannot work, a bad cursor or a bad ``since``; 401 without
-token claims; 403 for another profile; 404 for an asset not in the history; 422 for a parameter
-that fails its schema; 410 for a ``since`` older than what the history still
-remembers (read everything again); 500 when the deployment is misconfigured; 503 (with
-``Retry-After``) when the store cannot answer. Every error body is JSON:
+Status codes: 200; 304 when ``If-None-Match`` carries the current ETag; 401 without
+token claims; 403 for another profile; 404 for an asset not in the history; 422 for a
+value that breaks a rule (a parameter that fails its schema, a combination of filters
+that cannot work, a bad cursor or a bad ``since``: ``http_api.STATUS_RULE``); 410 for a
+``since`` older than what the history still remembers (read everything again); 500
+when the deployment is misconfigured; 503 (with ``Retry-After``) when the store cannot
+answer. Every error body is JSON:
 ``{"message": "..."}``; 200 and 304 carry ``ETag`` (a hash of the body exactly as
 sent) and ``Cache-Control: private, no-cache``.
 """
@@ -37,6 +38,7 @@ from pydantic import BaseModel, ValidationError
 
 from watch_history.codec import item_to_api
 from watch_history.errors import InvalidInputError
+from watch_history.examples import CHANGES_EXAMPLES, ITEM_EXAMPLES, PAGE_EXAMPLES, Examples
 from watch_history.http_api import (
     HistoryResolver,
     authorized_store,
@@ -49,6 +51,7 @@ from watch_history.http_api import (
 )
 from watch_history.models import (
     MAX_ASSET_IDS,
+    PAGING,
     AssetTypeName,
     Collapse,
     HistoryChanges,
@@ -75,20 +78,24 @@ register_error_handlers(app, logger=logger, metrics=metrics)
 
 def _etag_headers() -> dict[str, Any]:
     return {
-        "ETag": {"description": "hash of this body", "schema": {"type": "string"}},
+        "ETag": {
+            "description": "hash of this body: send it as If-None-Match to get 304 when "
+            "nothing changed",
+            "schema": {"type": "string"},
+        },
         "Cache-Control": {"description": CACHE_CONTROL, "schema": {"type": "string"}},
     }
 
 
 def _responses(
-    ok: str, model: type[BaseModel], errors: dict[int, str]
+    ok: str, model: type[BaseModel], examples: Examples, errors: dict[int, tuple[str, str]]
 ) -> dict[int, OpenAPIResponse]:
     """The documented responses of a route: 200 and 304 with an ETag, then the errors."""
     cacheable: dict[int, OpenAPIResponse] = {
         200: {
             "description": ok,
             "headers": _etag_headers(),
-            "content": {"application/json": {"model": model}},
+            "content": {"application/json": {"model": model, "examples": examples}},
         },
         304: {
             "description": "If-None-Match carries the current ETag: no body",
@@ -96,16 +103,22 @@ def _responses(
             "content": {},
         },
     }
-    return documented_responses(cacheable, errors, invalid="a parameter failed its schema")
+    return documented_responses(cacheable, errors, invalid="a parameter breaks a rule")
 
 
 # --- parameters -----------------------------------------------------------------------
 
-ProfileIdParam = Annotated[Id, Path(alias="profileId", description="the profile")]
-AssetIdParam = Annotated[Id, Path(alias="assetId", description="the asset")]
+ProfileIdParam = Annotated[
+    Id, Path(alias="profileId", title="Profile ID", description="the profile whose history it is")
+]
+AssetIdParam = Annotated[Id, Path(alias="assetId", title="Asset ID", description="the asset")]
 IfNoneMatch = Annotated[
     str | None,
-    Header(alias="If-None-Match", description="the ETag of a previous response: 304 if unchanged"),
+    Header(
+        alias="If-None-Match",
+        title="If-None-Match",
+        description="the ETag of a previous response: 304 if unchanged",
+    ),
 ]
 
 
@@ -114,56 +127,93 @@ IfNoneMatch = Annotated[
 
 @app.get(
     "/profiles/<profileId>/history",
-    summary="A page of the profile's watch history",
+    summary="List the profile's watch history",
     description=(
         "Newest `lastWatchedAt` first (ties: `assetId` ascending). Sports filters "
         "(`sport`, `series`, `team`) and show filters (`show`, `season`) cannot be "
-        "combined; `series` and `team` need `sport`, `season` needs `show`. "
-        "Repeatable parameters may also be comma-separated."
+        "combined; `series` and `team` need `sport`, `season` needs `show` (422 "
+        "otherwise). Repeatable parameters may also be comma-separated.\n\n"
+        f"**Paging.** {PAGING}"
     ),
+    operation_id="listHistory",
     tags=["history"],
     responses=_responses(
         "the page; `nextCursor` is null on the last one",
         HistoryPage,
-        {400: "filters that cannot be combined, or a malformed or foreign cursor"},
+        PAGE_EXAMPLES,
+        {},
     ),
 )
 def list_history(
     *,
     profile_id: ProfileIdParam,
-    sport: Annotated[Id | None, Query(description="e.g. cricket")] = None,
-    series: Annotated[Id | None, Query(description="needs sport, e.g. ipl-2026")] = None,
+    sport: Annotated[
+        Id | None, Query(title="Sport", description="items of this sport, e.g. cricket")
+    ] = None,
+    series: Annotated[
+        Id | None,
+        Query(title="Series", description="items of this competition; needs sport, e.g. ipl-2026"),
+    ] = None,
     team: Annotated[
         list[Id] | None,
-        Query(max_length=16, description="needs sport; repeatable: items having ANY of them"),
+        Query(
+            max_length=16,
+            title="Team",
+            description="needs sport; repeatable: items having ANY of these teams",
+        ),
     ] = None,
-    show: Annotated[Id | None, Query(description="a show (not with sports filters)")] = None,
-    season: Annotated[int | None, Query(ge=0, le=100_000, description="needs show")] = None,
+    show: Annotated[
+        Id | None, Query(title="Show", description="episodes of this show (not with sport)")
+    ] = None,
+    season: Annotated[
+        int | None,
+        Query(ge=0, le=100_000, title="Season", description="episodes of this season; needs show"),
+    ] = None,
     asset_type: Annotated[
-        AssetTypeName | None, Query(alias="assetType", description="match, episode, movie, ...")
+        AssetTypeName | None,
+        Query(
+            alias="assetType",
+            title="Asset type",
+            description="items of this type: match, episode, movie, ...",
+        ),
     ] = None,
     asset_id: Annotated[
         list[Id] | None,
         Query(
             alias="assetId",
             max_length=MAX_ASSET_IDS,
+            title="Asset ID",
             description=f"repeatable, up to {MAX_ASSET_IDS}: progress for a page of tiles",
         ),
     ] = None,
     status: Annotated[
         Status,
         Query(
+            title="Status",
             description="in_progress: resumable; completed: completed as of its last watch "
-            "(an item being rewatched is not); ever_completed: has a completedAt"
+            "(an item being rewatched is not); ever_completed: has a completedAt",
         ),
     ] = Status.ALL,
-    limit: Annotated[int, Query(ge=1, le=100, description="items per page")] = 20,
+    limit: Annotated[
+        int, Query(ge=1, le=100, title="Limit", description="items per page, 1 to 100")
+    ] = 20,
     cursor: Annotated[
-        str | None, Query(max_length=512, description="nextCursor of the previous page")
+        str | None,
+        Query(
+            max_length=512,
+            title="Cursor",
+            description="nextCursor of the previous page, with the same filters; absent "
+            "or empty for the first page. A walk does not see again an item that moved "
+            "to the front during it: see Paging",
+        ),
     ] = None,
     collapse: Annotated[
         Collapse | None,
-        Query(description="one item per show (or per sport+series): the newest"),
+        Query(
+            title="Collapse",
+            description="show: one item per show, the newest; series: one item per "
+            "sport and series, the newest (a continue-watching rail)",
+        ),
     ] = None,
     if_none_match: IfNoneMatch = None,
 ) -> Response[str]:
@@ -193,7 +243,7 @@ def list_history(
 # whose id is "changes" is read with ?assetId=changes.
 @app.get(
     "/profiles/<profileId>/history/changes",
-    summary="What changed since the app's last sync (incremental sync)",
+    summary="Get what changed since the app's last sync (incremental sync)",
     description=(
         "Without `since`: everything (`reset` true). With the `nextToken` of the previous "
         "call: the items changed since (any stored field, by the server's clock), the "
@@ -202,28 +252,39 @@ def list_history(
         "`nextToken`. 410: the token is older than what the server still remembers "
         "(removals are remembered TOMBSTONE_TTL_DAYS, evictions the last MAX_ITEMS): read "
         "again without `since`. An asset whose id is `changes` is read with "
-        "`GET .../history?assetId=changes`."
+        "`GET .../history?assetId=changes`. This is the way to keep a consistent copy "
+        "of a history (a paged walk of the list is not: see listHistory)."
     ),
+    operation_id="getHistoryChanges",
     tags=["history"],
     responses=documented_responses(
         {
             200: {
                 "description": "the changes and the next token",
-                "content": {"application/json": {"model": HistoryChanges}},
+                "content": {
+                    "application/json": {"model": HistoryChanges, "examples": CHANGES_EXAMPLES}
+                },
             }
         },
         {
-            400: "since is malformed or another profile's",
-            410: "since is older than what the history remembers: read again without it",
+            410: (
+                "since is older than what the history remembers: read again without it",
+                "since is older than what this history remembers: read it all again",
+            ),
         },
-        invalid="a parameter failed its schema",
+        invalid="a parameter breaks a rule (since malformed or another profile's)",
     ),
 )
 def history_changes(
     *,
     profile_id: ProfileIdParam,
     since: Annotated[
-        str | None, Query(max_length=512, description="nextToken of the previous call")
+        str | None,
+        Query(
+            max_length=512,
+            title="Since",
+            description="nextToken of the previous call; absent for everything",
+        ),
     ] = None,
 ) -> Response[str]:
     store = authorized_store(app, profile_id)
@@ -234,10 +295,19 @@ def history_changes(
 
 @app.get(
     "/profiles/<profileId>/history/<assetId>",
-    summary="Where the profile stopped watching one asset",
+    summary="Get where the profile stopped watching one asset",
+    operation_id="getHistoryItem",
     tags=["history"],
     responses=_responses(
-        "the item", HistoryItem, {404: "the asset is not in the profile's history"}
+        "the item",
+        HistoryItem,
+        ITEM_EXAMPLES,
+        {
+            404: (
+                "the asset is not in the profile's history",
+                "asset ep-s02e05 is not in this profile's history",
+            )
+        },
     ),
 )
 def get_history_item(

@@ -18,11 +18,12 @@ check) is ``watch_history.http_api``; the body's own errors (413, 415, 400) are 
   older updates do not bring the asset back.
 - ``DELETE /profiles/{profileId}/history``: 204, clears everything.
 
-Errors are JSON ``{"message": "..."}``: 400 (body not JSON, eventTime too far ahead),
+Errors are JSON ``{"message": "..."}``: 400 (the body cannot be read: not JSON),
 401 (no token claims), 403 (another profile), 404 (no such route), 409, 413 (body over
-``MAX_BODY_BYTES``, a batch over 100 times that), 415 (not JSON), 422 (a parameter or
-the body fails its schema),
-503 with ``Retry-After`` (the store did not answer). Nothing is stored on any of them.
+``MAX_BODY_BYTES``, a batch over 100 times that), 415 (not JSON), 422 (a value breaks a
+rule: a parameter or body field fails its schema, eventTime too far ahead; the rule is
+``http_api.STATUS_RULE``), 503 with ``Retry-After`` (the store did not answer). Nothing
+is stored on any of them.
 """
 
 from __future__ import annotations
@@ -46,6 +47,13 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from watch_history.errors import StaleUpdateError
+from watch_history.examples import (
+    BATCH_EXAMPLES,
+    BATCH_RESULT_EXAMPLES,
+    ITEM_EXAMPLES,
+    PROGRESS_EXAMPLES,
+    error,
+)
 from watch_history.http_api import (
     NO_STORE,
     NOT_JSON,
@@ -63,6 +71,7 @@ from watch_history.http_api import (
 )
 from watch_history.models import (
     MAX_BATCH_UPDATES,
+    NUMBER_RULE,
     BatchBody,
     BatchResponse,
     HistoryItem,
@@ -126,13 +135,17 @@ register_error_handlers(app, logger=logger, metrics=metrics)
 
 
 def _responses(
-    ok: dict[int, OpenAPIResponse], errors: dict[int, str]
+    ok: dict[int, OpenAPIResponse], errors: dict[int, tuple[str, str]]
 ) -> dict[int, OpenAPIResponse]:
-    return documented_responses(ok, errors, invalid="a parameter or the body failed its schema")
+    return documented_responses(ok, errors, invalid="a parameter or the body breaks a rule")
 
 
 def _no_content(description: str) -> dict[int, OpenAPIResponse]:
     return {204: {"description": description, "content": {}}}
+
+
+NOT_READABLE: Final = ("the body cannot be read: not JSON", "the body is not valid JSON")
+NOT_JSON_DOC: Final = ("the body is not application/json", NOT_JSON)
 
 
 OUTCOME_HEADER = "X-Update-Outcome"
@@ -144,13 +157,26 @@ def _outcome_header(values: str) -> dict[str, Any]:
 
 # --- parameters -----------------------------------------------------------------------
 
-ProfileIdParam = Annotated[Id, Path(alias="profileId", description="the profile")]
-AssetIdParam = Annotated[Id, Path(alias="assetId", description="the asset")]
+ProfileIdParam = Annotated[
+    Id, Path(alias="profileId", title="Profile ID", description="the profile whose history it is")
+]
+AssetIdParam = Annotated[Id, Path(alias="assetId", title="Asset ID", description="the asset")]
 ProgressBodyParam = Annotated[
     ProgressBody,
-    Body(description="where the profile is in the asset; eventTime defaults to now"),
+    Body(
+        title="Progress",
+        description="where the profile is in the asset; eventTime defaults to now",
+        openapi_examples=PROGRESS_EXAMPLES,
+    ),
 ]
-BatchBodyParam = Annotated[BatchBody, Body(description="the updates, each with its assetId")]
+BatchBodyParam = Annotated[
+    BatchBody,
+    Body(
+        title="Batch",
+        description="the updates, each with its assetId",
+        openapi_examples=BATCH_EXAMPLES,
+    ),
+]
 
 
 # --- routes ---------------------------------------------------------------------------
@@ -162,27 +188,40 @@ BatchBodyParam = Annotated[BatchBody, Body(description="the updates, each with i
     description=(
         "Last writer wins by `eventTime`: an update older than the stored item changes "
         "nothing and returns the stored item. `X-Update-Outcome` says which: `applied` "
-        "or `stale` (200), `ignored` (409). Unknown body fields are ignored."
+        "or `stale` (200), `ignored` (409). Unknown body fields are ignored. "
+        f"{NUMBER_RULE}"
     ),
+    operation_id="putProgress",
     tags=["history"],
     responses=_responses(
         {
             200: {
                 "description": "the stored item (unchanged when the update was older)",
                 "headers": _outcome_header("applied, or stale: older than the stored item"),
-                "content": {"application/json": {"model": HistoryItem}},
+                "content": {"application/json": {"model": HistoryItem, "examples": ITEM_EXAMPLES}},
             },
             409: {
                 "description": "the asset was removed, or the history cleared, after "
                 "this eventTime: not recorded",
                 "headers": _outcome_header("ignored"),
-                "content": {"application/json": {"model": ErrorBody}},
+                "content": {
+                    "application/json": {
+                        "model": ErrorBody,
+                        "examples": error(
+                            "asset ep-s02e05 was removed (or the history cleared) after "
+                            "2026-11-26T20:32:54.000Z: the update was not recorded"
+                        ),
+                    }
+                },
             },
         },
         {
-            400: "the body is not JSON, or eventTime is too far in the future",
-            413: "the body is larger than MAX_BODY_BYTES (16 KiB)",
-            415: "the body is not application/json",
+            400: NOT_READABLE,
+            413: (
+                "the body is larger than MAX_BODY_BYTES (16 KiB)",
+                "the body is 20000 bytes; at most 16384 are accepted",
+            ),
+            415: NOT_JSON_DOC,
         },
     ),
 )
@@ -217,20 +256,30 @@ def put_history_item(
         "`assetId`, and gets its own result, in order: `applied`, `stale` (older than the "
         "stored item), `ignored` (at or before a removal or clear) or `invalid` (with a "
         "`reason`; it does not stop the others). Updates of one asset in a batch are "
-        "merged (last writer wins by eventTime) and share their outcome."
+        "merged in one store call; each gets the outcome it would get sent alone, after "
+        f"the ones before it. {NUMBER_RULE}"
     ),
+    operation_id="postProgressBatch",
     tags=["history"],
     responses=_responses(
         {
             200: {
                 "description": "one result per update",
-                "content": {"application/json": {"model": BatchResponse}},
+                "content": {
+                    "application/json": {
+                        "model": BatchResponse,
+                        "examples": BATCH_RESULT_EXAMPLES,
+                    }
+                },
             }
         },
         {
-            400: "the body is not JSON",
-            413: f"the body is larger than {MAX_BATCH_UPDATES} times MAX_BODY_BYTES",
-            415: "the body is not application/json",
+            400: NOT_READABLE,
+            413: (
+                f"the body is larger than {MAX_BATCH_UPDATES} times MAX_BODY_BYTES",
+                "the body is 2000000 bytes; at most 1638400 are accepted",
+            ),
+            415: NOT_JSON_DOC,
         },
     ),
 )
@@ -247,6 +296,7 @@ def post_history(profile_id: ProfileIdParam, body: BatchBodyParam) -> Response[s
     "/profiles/<profileId>/history/<assetId>",
     summary="Remove one asset from the history",
     description="Idempotent. Updates older than the removal do not bring the asset back.",
+    operation_id="deleteHistoryItem",
     tags=["history"],
     responses=_responses(_no_content("removed (or was not there)"), {}),
 )
@@ -260,6 +310,7 @@ def delete_history_item(profile_id: ProfileIdParam, asset_id: AssetIdParam) -> R
     "/profiles/<profileId>/history",
     summary="Clear the whole history",
     description="Idempotent. Updates older than the clear are ignored.",
+    operation_id="clearHistory",
     tags=["history"],
     responses=_responses(_no_content("cleared"), {}),
 )

@@ -9,17 +9,20 @@ device of the newest record that names one (with that record's time).
 
 Asset fields describe the asset, so every record of one asset carries the same values
 or none; if a producer sends conflicting values for one asset, the newest record's win.
+
+Each record still gets its own outcome (``AssetGroup.outcomes``): the one it would get
+sent alone, after the records before it.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from operator import attrgetter
 
-from watch_history.models import EventType, ProgressUpdate
+from watch_history.models import EventType, ProgressUpdate, RecordOutcome
 
 # The order of asset fields in a collapsed update (and in a stored item: codec.ITEM_FIELDS).
 ASSET_FIELDS = ("type", "title", "sport", "series", "teams", "show", "season", "episode")
@@ -53,11 +56,55 @@ class AssetGroup:
         """One group per record, for when a removal falls between its records."""
         return [AssetGroup(self.profile_id, self.asset_id, [record]) for record in self.records]
 
+    def by_newer_records(self) -> list[AssetGroup]:
+        """The group cut before each record newer than every earlier one: each part has
+        one such record, its first, which makes ``outcomes`` exact for it. The parts
+        cost one script argument each, where the group cost one."""
+        parts: list[AssetGroup] = []
+        newest = None
+        for index, update in self.records:
+            at = update.event_ms
+            if newest is None or at > newest:
+                newest = at
+                parts.append(AssetGroup(self.profile_id, self.asset_id, []))
+            parts[-1].records.append((index, update))
+        return parts
+
+    def outcomes(self, status: RecordOutcome) -> Iterator[tuple[int, RecordOutcome]]:
+        """Each record's (index, outcome), given what the script did with the collapsed
+        update (``status``), as the records would fare sent one by one, in order.
+
+        A record not newer (by eventTime, to the millisecond, as the script compares)
+        than an earlier record of the group is stale: whatever happened to the earlier
+        one, the item is at least as new after it. It is ignored when the group is
+        (then every record is at or before the removal). A record newer than every
+        earlier one gets ``status``: exact for the first such record, and for the only
+        one when the group comes from ``by_newer_records``. When a group holds several
+        (a run of heartbeats in order), the earlier ones share the newest's status,
+        which is theirs unless the stored item's time fell between them: only the
+        stored time decides that, and the script's reply does not carry it.
+        """
+        not_newer = (
+            RecordOutcome.IGNORED if status is RecordOutcome.IGNORED else RecordOutcome.STALE
+        )
+        newest = None
+        for index, update in self.records:
+            at = update.event_ms
+            if newest is None or at > newest:
+                newest = at
+                yield index, status
+            else:
+                yield index, not_newer
+
 
 def group_by_profile(
-    updates: Iterable[tuple[int, ProgressUpdate]],
+    updates: Iterable[tuple[int, ProgressUpdate]], *, exact_outcomes: bool = False
 ) -> dict[str, list[AssetGroup]]:
-    """Group (index, update) pairs by profile, then by asset, keeping arrival order."""
+    """Group (index, update) pairs by profile, then by asset, keeping arrival order.
+
+    ``exact_outcomes``: cut each asset's group ``by_newer_records``, so that every
+    record's outcome is the one it would get alone (the write API's batches); without
+    it a run of records in time order is one group (the recorder's throughput)."""
     profiles: dict[str, dict[str, AssetGroup]] = {}
     for index, update in updates:
         assets = profiles.setdefault(update.profile_id, {})
@@ -65,6 +112,11 @@ def group_by_profile(
         if group is None:
             group = assets[update.asset_id] = AssetGroup(update.profile_id, update.asset_id)
         group.records.append((index, update))
+    if exact_outcomes:
+        return {
+            profile: [part for group in assets.values() for part in group.by_newer_records()]
+            for profile, assets in profiles.items()
+        }
     return {profile: list(assets.values()) for profile, assets in profiles.items()}
 
 

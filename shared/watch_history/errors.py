@@ -5,7 +5,7 @@ Handlers map them without matching strings:
 ============================  =====================  ============================
 exception                     HTTP API               Kinesis recorder
 ============================  =====================  ============================
-``InvalidInputError``         400/422                quarantine, never retried
+``InvalidInputError``         422                    quarantine, never retried
 ``StaleUpdateError``          200 with stored item   counted as stale, done
 ``TokenExpiredError``         410                    (reads only)
 ``StoreUnavailableError``     503                    batch item failure (retried)
@@ -21,7 +21,15 @@ class HistoryError(Exception):
 
 
 class InvalidInputError(HistoryError, ValueError):
-    """The input can never succeed as given (bad id, bad field, bad cursor). Nothing changed."""
+    """The input can never succeed as given (bad id, bad field, bad cursor). Nothing changed.
+
+    ``loc``: where the value is, as the HTTP APIs report it (``("query", "cursor")``);
+    empty for a rule across values.
+    """
+
+    def __init__(self, message: str, loc: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.loc = loc
 
 
 class StaleUpdateError(HistoryError):

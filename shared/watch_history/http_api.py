@@ -36,6 +36,7 @@ from watch_history.errors import (
     StoreUnavailableError,
     TokenExpiredError,
 )
+from watch_history.examples import error as error_example
 from watch_history.runtime import get_store
 from watch_history.store import HistoryStore
 
@@ -83,39 +84,99 @@ openapi_validation.is_scalar_field = _cached_is_scalar_field  # type: ignore[att
 # --- documented shapes ----------------------------------------------------------------
 
 
+STATUS_RULE: Final = (
+    "400: the request cannot be read (the body is not JSON, not UTF-8, or holds a "
+    "number of more than 32 digits or nesting too deep to be an update). 422: the "
+    "request reads, but a value breaks a rule: a parameter or body field fails its "
+    "schema (a string or boolean where a number belongs, limit=0), filters that cannot "
+    "be combined (team without sport), a cursor or since token that is malformed or not "
+    "for this query, an eventTime too far ahead. Every 422 lists what failed in errors."
+)
+"""The one rule that picks 400 or 422 (RFC 9110 15.5.1 and 15.5.21): openapi.json
+states it, and ``register_error_handlers`` applies it."""
+
+
 class ErrorBody(BaseModel):
     """Every error response (and no body at all for 304)."""
 
     message: str = Field(description="what went wrong, for a developer")
 
 
-class ValidationErrorBody(ErrorBody):
-    """422: a parameter failed its schema."""
+class InvalidValue(BaseModel):
+    """One value that broke a rule."""
 
-    errors: list[dict[str, Any]] = Field(
-        description="one entry per bad parameter: loc (e.g. [query, limit]), type, msg"
+    loc: list[str | int] = Field(
+        title="Location",
+        description="where: [query, limit], [body, updates, 0, position]; [] for a rule "
+        "across values (team needs sport)",
     )
+    type: str = Field(
+        title="Type", description="the kind of failure, e.g. greater_than_equal, value_error"
+    )
+    msg: str = Field(title="Message", description="what is wrong with it")
 
 
-def error_doc(description: str, model: type[BaseModel] = ErrorBody) -> OpenAPIResponse:
-    """One documented JSON error response."""
-    return {"description": description, "content": {"application/json": {"model": model}}}
+class ValidationErrorBody(ErrorBody):
+    """422: the request reads, but a value breaks a rule (STATUS_RULE)."""
+
+    errors: list[InvalidValue] = Field(description="one entry per value that broke a rule")
+
+
+_VALIDATION_EXAMPLE: Final = {
+    "message": "invalid request: query.limit: Input should be greater than or equal to 1",
+    "errors": [
+        {
+            "loc": ["query", "limit"],
+            "type": "greater_than_equal",
+            "msg": "Input should be greater than or equal to 1",
+        }
+    ],
+}
+
+
+def error_doc(
+    description: str, example: str, model: type[BaseModel] = ErrorBody
+) -> OpenAPIResponse:
+    """One documented JSON error response, with an example message."""
+    return {
+        "description": description,
+        "content": {"application/json": {"model": model, "examples": error_example(example)}},
+    }
 
 
 def documented_responses(
-    ok: dict[int, OpenAPIResponse], errors: dict[int, str], *, invalid: str
+    ok: dict[int, OpenAPIResponse], errors: dict[int, tuple[str, str]], *, invalid: str
 ) -> dict[int, OpenAPIResponse]:
-    """A route's documented responses: ``ok``, its own ``errors``, then the 401, 403,
-    422 (described by ``invalid``) and 503 every route has. Fresh dicts on every call:
-    Powertools edits them in place."""
+    """A route's documented responses: ``ok``, its own ``errors`` (status ->
+    (description, example message)), then the 401, 403, 422 (described by ``invalid``)
+    and 503 every route has. Fresh dicts on every call: Powertools edits them in place."""
     responses = dict(ok)
-    for status, description in errors.items():
-        responses[status] = error_doc(description)
-    responses[401] = error_doc("no token claims (the request did not pass the JWT authorizer)")
-    responses[403] = error_doc("the token does not grant this profile")
-    responses[422] = error_doc(invalid, ValidationErrorBody)
+    for status, (description, example) in errors.items():
+        responses[status] = error_doc(description, example)
+    responses[401] = {
+        **error_doc(
+            "no token, or one that cannot be read (the JWT authorizer's answer)",
+            "missing token claims",
+        ),
+        "headers": {"WWW-Authenticate": {"description": "Bearer", "schema": {"type": "string"}}},
+    }
+    responses[403] = error_doc(
+        "the token does not grant this profile", "this token may not access profile p1"
+    )
+    responses[422] = {
+        "description": f"{invalid}. {STATUS_RULE}",
+        "content": {
+            "application/json": {
+                "model": ValidationErrorBody,
+                "examples": {"example": {"summary": "limit=0", "value": _VALIDATION_EXAMPLE}},
+            }
+        },
+    }
     responses[503] = {
-        **error_doc("the store did not answer: retry after Retry-After seconds"),
+        **error_doc(
+            "the store did not answer: retry after Retry-After seconds",
+            "the history store is unavailable: retry later",
+        ),
         "headers": {"Retry-After": {"description": "seconds", "schema": {"type": "integer"}}},
     }
     return responses
@@ -171,7 +232,9 @@ def validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
 
 def unprocessable(errors: list[dict[str, Any]]) -> Response[str]:
     """422 with every error (``validation_errors``) listed."""
-    details = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors)
+    details = "; ".join(
+        f"{'.'.join(map(str, e['loc']))}: {e['msg']}" if e["loc"] else e["msg"] for e in errors
+    )
     return error_response(
         HTTPStatus.UNPROCESSABLE_ENTITY, f"invalid request: {details}", errors=errors
     )
@@ -199,8 +262,9 @@ def register_error_handlers(
 ) -> None:
     """Map the layer's exceptions (and Powertools' validation error) to responses.
 
-    400 ``InvalidInputError``; 401 ``NotAuthenticatedError`` (with ``WWW-Authenticate``);
-    403 ``ForbiddenError``; 404 no such route; 422 ``RequestValidationError``; 500
+    401 ``NotAuthenticatedError`` (with ``WWW-Authenticate``); 403 ``ForbiddenError``;
+    404 no such route; 422 ``RequestValidationError`` and ``InvalidInputError`` (a value
+    that breaks a rule: STATUS_RULE); 500
     ``ConfigurationError`` (logged); 503 ``StoreUnavailableError`` (logged, counted,
     ``Retry-After``). A handler the app registers later for one of these types replaces
     this one (Powertools keeps one handler per type).
@@ -213,7 +277,7 @@ def register_error_handlers(
 
     @on(app, InvalidInputError)
     def _invalid_input(exc: InvalidInputError) -> Response[str]:
-        return error_response(HTTPStatus.BAD_REQUEST, str(exc))
+        return unprocessable([{"loc": list(exc.loc), "type": "value_error", "msg": str(exc)}])
 
     @on(app, TokenExpiredError)
     def _token_expired(exc: TokenExpiredError) -> Response[str]:

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import (
     AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     PlainSerializer,
@@ -42,8 +43,22 @@ Title = Annotated[str, StringConstraints(min_length=1, max_length=256, strip_whi
 AssetTypeName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_-]{0,31}$")]
 
 
-Seconds = Annotated[float, Field(allow_inf_nan=False)]
-"""A finite number of seconds (NaN and infinities are refused)."""
+NUMBER_RULE = (
+    "In a JSON body and in a Kinesis record a number is a JSON number: a string "
+    '("10") or a boolean (true) where a number belongs is refused, never read as 10 or 1.'
+)
+"""The input rule for numbers, everywhere the schemas read JSON (the write API's bodies,
+the recorder's records): ``strict`` number fields. A string that holds a number is a
+producer's bug (openapi.json says number); reading it as one would store the bug
+silently and give one field two spellings on the wire. Query parameters are text by
+nature and are read by their schema (``limit=10``)."""
+
+Seconds = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+"""A finite number of seconds, a JSON number (NaN, infinities, strings and booleans are
+refused; integers are numbers)."""
+
+Count = Annotated[int, Field(strict=True)]
+"""A whole number, a JSON integer (strings, booleans and 3.0 are refused)."""
 
 
 def describe(exc: ValidationError) -> str:
@@ -72,6 +87,14 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_MS = datetime(1970, 1, 1, 0, 0, 0, 1000, tzinfo=UTC) - EPOCH
 
 
+def _not_a_numeric_string(value: Any) -> Any:
+    """Epoch milliseconds are a JSON number (NUMBER_RULE): a string of digits is refused
+    rather than parsed (pydantic would read it as a timestamp)."""
+    if isinstance(value, str) and value.strip().lstrip("+-").replace(".", "", 1).isdigit():
+        raise ValueError("epoch milliseconds go as a JSON number, not a string")
+    return value
+
+
 def rfc3339_ms(value: datetime) -> str:
     """``2026-11-26T15:22:20.123Z``: RFC 3339, UTC, milliseconds (the API's time format)."""
     # isoformat (C) rather than strftime: the same text for every year from 1000 on
@@ -86,6 +109,7 @@ def rfc3339_ms(value: datetime) -> str:
 EventTime = Annotated[
     AwareDatetime,
     Field(gt=datetime(2000, 1, 1, tzinfo=UTC), lt=datetime(3000, 1, 1, tzinfo=UTC)),
+    BeforeValidator(_not_a_numeric_string),  # after Field: its bounds stay pydantic-core's
     PlainSerializer(rfc3339_ms, return_type=str),
     # What the document says it accepts: what the lines above accept.
     WithJsonSchema(
@@ -99,9 +123,10 @@ EventTime = Annotated[
                 },
             ],
             "description": (
-                "RFC 3339 with an offset, or epoch milliseconds; after 2000-01-01T00:00Z "
-                "and before 3000-01-01T00:00Z (epoch seconds are refused, not guessed). "
-                "Further ahead of the server's clock than MAX_FUTURE_SKEW_SECONDS: 400."
+                "RFC 3339 with an offset, or epoch milliseconds as a JSON number; after "
+                "2000-01-01T00:00Z and before 3000-01-01T00:00Z (epoch seconds are refused, "
+                "not guessed; a string of digits is refused). "
+                "Further ahead of the server's clock than MAX_FUTURE_SKEW_SECONDS: 422."
             ),
         },
         mode="validation",
@@ -113,10 +138,18 @@ Timestamp = Annotated[datetime, PlainSerializer(rfc3339_ms, return_type=str)]
 """A stored instant: parsed by pydantic-core (epoch ms or RFC 3339), out as RFC 3339 ms."""
 
 
+def field_title(name: str, _info: Any = None) -> str:
+    """A field's title in openapi.json: ``event_time`` -> "Event time" (pydantic would
+    title the camelCase alias: "Eventtime")."""
+    words = name.split("_")
+    return " ".join(w.upper() if w == "id" else w for w in words).capitalize().replace(" id", " ID")
+
+
 class _Schema(BaseModel):
     model_config = ConfigDict(
         alias_generator=to_camel,
         populate_by_name=True,
+        field_title_generator=field_title,
         extra="ignore",  # producers evolve first: unknown fields are ignored
         frozen=True,
         val_temporal_unit="milliseconds",  # epoch numbers are milliseconds, never guessed
@@ -124,6 +157,14 @@ class _Schema(BaseModel):
 
 
 class EventType(StrEnum):
+    """What the player reports. Every type records the position; the type says why it
+    was sent. ``start``: playback began (often at 0 or a few seconds, before the player
+    seeks to the resume point). ``heartbeat``: periodic report while playing (every 30 s
+    or so). ``pause``: the viewer paused. ``stop``: the viewer left the player (closed,
+    navigated away). ``complete``: the viewer reached the end, or marked the asset as
+    watched: the item is completed whatever the position. Any other type completes the
+    item when position/duration reaches COMPLETION_THRESHOLD (default 0.95)."""
+
     START = "start"
     HEARTBEAT = "heartbeat"
     PAUSE = "pause"
@@ -132,6 +173,11 @@ class EventType(StrEnum):
 
 
 class Status(StrEnum):
+    """Which items a read returns. ``all``: every item. ``in_progress``: resumable, not
+    completed as of its last watch ("continue watching"). ``completed``: completed as of
+    its last watch (an item being rewatched is not). ``ever_completed``: completed at
+    some time (it has ``completedAt``), rewatched or not."""
+
     ALL = "all"
     IN_PROGRESS = "in_progress"
     COMPLETED = "completed"  # completed as of its last watch (a rewatch is not)
@@ -141,14 +187,22 @@ class Status(StrEnum):
 class AssetInfo(_Schema):
     """What an asset is; any field may be missing (missing fields keep stored values)."""
 
-    type: AssetTypeName | None = Field(None, description="match, episode, movie, highlight, ...")
-    title: Title | None = None
-    sport: Id | None = None
-    series: Id | None = None
-    teams: Annotated[list[Id], Field(max_length=16)] | None = None
-    show: Id | None = None
-    season: Annotated[int, Field(ge=0, le=100_000)] | None = None
-    episode: Annotated[int, Field(ge=0, le=1_000_000)] | None = None
+    type: AssetTypeName | None = Field(
+        None, description="what the asset is: match, episode, movie, highlight, ..."
+    )
+    title: Title | None = Field(None, description="the asset's display title")
+    sport: Id | None = Field(None, description="the sport of a sports asset, e.g. cricket")
+    series: Id | None = Field(None, description="the competition of a sports asset, e.g. ipl-2026")
+    teams: Annotated[list[Id], Field(max_length=16)] | None = Field(
+        None, description="the teams playing in a sports asset (up to 16)"
+    )
+    show: Id | None = Field(None, description="the show an episode belongs to")
+    season: Annotated[Count, Field(ge=0, le=100_000)] | None = Field(
+        None, description="the season of an episode within its show"
+    )
+    episode: Annotated[Count, Field(ge=0, le=1_000_000)] | None = Field(
+        None, description="the episode number within its season"
+    )
 
 
 class ProgressBody(_Schema):
@@ -160,21 +214,27 @@ class ProgressBody(_Schema):
 
     position: Annotated[Seconds, Field(ge=0, le=1e7)] | None = Field(
         None,
-        description="seconds into the asset; required unless marking as watched "
-        "(eventType complete or completedAt: default duration, else 0)",
+        description="seconds into the asset (a JSON number); required unless marking as "
+        "watched (eventType complete or completedAt: default duration, else 0)",
     )
     duration: Annotated[Seconds, Field(gt=0, le=1e7)] | None = Field(
-        None, description="seconds; absent for live"
+        None, description="the asset's length in seconds (a JSON number); absent for live"
     )
-    event_time: EventTime | None = Field(None, description="default now")
+    event_time: EventTime | None = Field(
+        None, description="when the player was at this position; default: now"
+    )
     event_type: EventType | None = Field(
-        None, description="default heartbeat (complete when completedAt is given)"
+        None,
+        description="why the player reported (EventType); default heartbeat (complete "
+        "when completedAt is given)",
     )
     completed_at: EventTime | None = Field(
         None, description="mark as watched at this time (eventTime must then be absent)"
     )
-    device_id: Id | None = None
-    asset: AssetInfo | None = None
+    device_id: Id | None = Field(None, description="the device that played, e.g. tv-livingroom")
+    asset: AssetInfo | None = Field(
+        None, description="what the asset is; missing fields keep the stored values"
+    )
 
     @model_validator(mode="after")
     def _marking_as_watched(self) -> ProgressBody:
@@ -208,7 +268,7 @@ class ProgressBody(_Schema):
 class BatchUpdate(ProgressBody):
     """One update of a batch: a ``PUT`` body and its ``assetId``."""
 
-    asset_id: Id
+    asset_id: Id = Field(description="the asset this update is about")
 
 
 class ProgressUpdate(_Schema):
@@ -236,30 +296,46 @@ class HistoryItem(_Schema):
         alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
     )
 
-    asset_id: Id
-    asset_type: str | None = None
-    title: str | None = None
-    sport: str | None = None
-    series: str | None = None
-    teams: list[str] | None = None
-    show: str | None = None
-    season: int | None = None
-    episode: int | None = None
-    position: float = Field(description="seconds")
-    duration: float | None = Field(None, description="seconds; absent for live")
-    progress: float | None = Field(None, description="position/duration, 0..1")
-    completed: bool = False
-    completed_at: Timestamp | None = None
-    first_watched_at: Timestamp
-    last_watched_at: Timestamp
-    device_id: str | None = None
+    asset_id: Id = Field(description="the asset")
+    asset_type: str | None = Field(None, description="what the asset is: match, episode, ...")
+    title: str | None = Field(None, description="the asset's display title")
+    sport: str | None = Field(None, description="the sport of a sports asset")
+    series: str | None = Field(None, description="the competition of a sports asset")
+    teams: list[str] | None = Field(None, description="the teams playing in a sports asset")
+    show: str | None = Field(None, description="the show an episode belongs to")
+    season: int | None = Field(None, description="the season of an episode")
+    episode: int | None = Field(None, description="the episode number within its season")
+    position: float = Field(description="seconds into the asset: where to resume")
+    duration: float | None = Field(
+        None, description="the asset's length in seconds; absent for live"
+    )
+    progress: float | None = Field(
+        None, description="position/duration, 0..1; absent without a duration"
+    )
+    completed: bool = Field(
+        False, description="completed as of the last watch (false again while rewatching)"
+    )
+    completed_at: Timestamp | None = Field(
+        None, description="when it was last completed (kept while rewatching)"
+    )
+    first_watched_at: Timestamp = Field(description="the earliest eventTime recorded for it")
+    last_watched_at: Timestamp = Field(
+        description="the newest eventTime recorded for it: the history's order"
+    )
+    device_id: str | None = Field(None, description="the device of the newest update naming one")
 
     def to_api(self) -> dict[str, Any]:
         """The item as the APIs return it: camelCase, absent fields left out."""
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
-Collapse = Literal["show", "series"]
+class Collapse(StrEnum):
+    """One item per group, the newest (a continue-watching rail). ``show``: per show
+    (items without a show stand alone). ``series``: per sport and series (items without
+    a series stand alone)."""
+
+    SHOW = "show"
+    SERIES = "series"
 
 
 class HistoryQuery(_Schema):
@@ -306,15 +382,35 @@ class HistoryQuery(_Schema):
         return self.model_dump_json(exclude={"limit", "cursor"})
 
 
+PAGING = (
+    "Pages walk a list that moves (keyset paging): the history is ordered by "
+    "lastWatchedAt, newest first, and each page continues after the last item of the "
+    "previous one. An item watched again during a walk moves to the front, behind the "
+    "walk, and is not returned again; an item removed during a walk is simply not "
+    "returned. A walk is a view of a moving list, not a snapshot: for a consistent copy "
+    "of the whole history, use the changes feed (GET .../history/changes), which reports "
+    "every change since its token."
+)
+"""What a cursor walk promises: openapi.json says it on the list route and its cursor."""
+
+
 class HistoryPage(_Schema):
     """A page of items and the cursor of the next page (None on the last one)."""
 
-    items: list[HistoryItem]
-    next_cursor: str | None = None
+    items: list[HistoryItem] = Field(description="newest lastWatchedAt first")
+    next_cursor: str | None = Field(
+        None,
+        description="pass as cursor to get the next page; null on the last page "
+        "(a cursor walks a moving list: see the list operation)",
+    )
 
 
 class RecordOutcome(StrEnum):
-    """What recording an update did (the recorder's counts, the write APIs' answers)."""
+    """What recording an update did. ``applied``: newer than what was stored, the item
+    reflects it. ``stale``: not newer (a duplicate, a replay, a late update): the stored
+    state stays. ``ignored``: at or before a removal of the asset or a clear of the
+    history: nothing changed. ``invalid``: refused before the store (``reason`` says
+    why): nothing changed."""
 
     APPLIED = "applied"  # newer than what was stored: the item reflects it
     STALE = "stale"  # not newer (duplicate, replay, late): the stored state stays
@@ -325,9 +421,9 @@ class RecordOutcome(StrEnum):
 class BatchUpdateResult(_Schema):
     """The outcome of one update of a batch, in the order they were sent."""
 
-    index: int = Field(description="position of the update in the request")
+    index: int = Field(description="position of the update in the request, from 0")
     asset_id: str | None = Field(None, description="absent when the update had no valid one")
-    outcome: RecordOutcome
+    outcome: RecordOutcome = Field(description="what recording the update did")
     reason: str | None = Field(None, description="why the update is invalid")
 
 
@@ -360,4 +456,4 @@ class BatchBody(_Schema):
 class BatchResponse(_Schema):
     """One result per update, in the order sent."""
 
-    results: list[BatchUpdateResult]
+    results: list[BatchUpdateResult] = Field(description="one per update, in the order sent")

@@ -11,6 +11,14 @@ sequence number, shard) and runs them through ``KinesisRecorder``. Records that 
 are stale: already superseded) have their message deleted; records still invalid stay
 in the queue, as do records the store could not take (run again later).
 
+Poison records: with ``--archive s3://BUCKET/PREFIX`` or ``--archive FILE`` the records
+still invalid after the re-drive, and messages that are not quarantine messages at all,
+are written there (JSON Lines: the message, why, when) and then deleted from the queue;
+with ``--dry-run`` they are only counted (``archived`` is what would be). A record refused
+because its eventTime was more than ``MAX_FUTURE_SKEW_SECONDS`` after its arrival on the
+stream is judged again by that same arrival, so no replay can ever record it: the summary
+counts and explains them (``event_time``), and ``--archive`` takes them out of the queue.
+
 ``stream-failures``: the event source mapping gives up on a batch after its retries (or
 the records' maximum age) and sends only its coordinates to the on-failure destination:
 ``KinesisBatchInfo`` with ``streamArn``, ``shardId``, ``startSequenceNumber``,
@@ -23,20 +31,28 @@ Lambda. The message is deleted once every record of its range is done.
 The store comes from the environment (``REDIS_URL`` etc., see settings.py), as in the
 functions. ``--dry-run`` only decodes and validates: nothing is written or deleted. The
 summary is one JSON object on stdout (logs go to stderr); the exit code is 0 when every
-message was handled (records still invalid included), 1 when some must be run again.
+message was handled (records still invalid included), 1 when some must be run again, 2
+when the run could not go on (SQS, Kinesis, S3 or MemoryDB unreachable, no permission, a
+bad setting): one line on stderr saying what failed and what to check, no traceback.
+
+Inside the VPC without a shell there, the stack's repair function runs this same code
+(``sam remote invoke HistoryRepairFunction``, docs/operations.md).
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import json
 import logging
 import sys
+import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
-from typing import TYPE_CHECKING, Any, Final
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import boto3
 from aws_lambda_powertools import Logger
@@ -47,13 +63,19 @@ from aws_lambda_powertools.utilities.data_classes.kinesis_stream_event import (
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from watch_history.errors import InvalidInputError
+from watch_history.errors import (
+    ConfigurationError,
+    InvalidInputError,
+    StoreUnavailableError,
+)
+from watch_history.models import rfc3339_ms
 from watch_history.recorder import (
     Disposition,
     KinesisRecorder,
     Quarantine,
     Rejected,
     SqsQuarantine,
+    _arrival_ms,
     decode_record,
 )
 from watch_history.runtime import get_store
@@ -62,6 +84,7 @@ from watch_history.store import HistoryStore
 if TYPE_CHECKING:
     from mypy_boto3_kinesis import KinesisClient
     from mypy_boto3_kinesis.type_defs import RecordTypeDef
+    from mypy_boto3_s3 import S3Client
     from mypy_boto3_sqs import SQSClient
     from mypy_boto3_sqs.type_defs import MessageTypeDef
 
@@ -69,6 +92,11 @@ GET_RECORDS_LIMIT: Final = 1000
 MAX_GET_RECORDS_CALLS: Final = 10_000
 RECORDS_PER_BATCH: Final = 10_000  # the largest batch the event source mapping sends
 _DONE: Final = frozenset({Disposition.APPLIED, Disposition.STALE, Disposition.IGNORED})
+EVENT_TIME_EXPLANATION: Final = (
+    "refused for an eventTime more than MAX_FUTURE_SKEW_SECONDS after the record's arrival "
+    "on the stream: a replay judges it by that same arrival, so it can never be recorded; "
+    "archive it (--archive) or fix the device clock and send a new update"
+)
 
 
 # --- Kinesis records as Lambda sees them ------------------------------------------------
@@ -156,11 +184,7 @@ def read_range(
 class KeepInQueue:
     """The quarantine of a quarantine re-drive: records still invalid stay where they are."""
 
-    def __init__(self) -> None:
-        self.reasons: list[str] = []
-
     def send(self, rejected: Sequence[Rejected]) -> dict[int, str]:
-        self.reasons += [r.reason for r in rejected]
         return {}
 
 
@@ -180,8 +204,11 @@ class Summary:
     failed: int = 0  # the store, the quarantine or the stream could not be used: run again
     missing: int = 0  # stream-failures: records of a range no longer in the stream
     unreadable: int = 0  # messages not in the expected format (kept for a person)
+    event_time: int = 0  # of ``invalid``: refused for eventTime (EVENT_TIME_EXPLANATION)
     deleted: int = 0
     kept: int = 0
+    archived: int = 0  # --archive: written to the archive and deleted (dry run: would be)
+    archive: str | None = None
     reasons: list[str] = field(default_factory=list)
 
     def add_reason(self, reason: str) -> None:
@@ -190,8 +217,10 @@ class Summary:
 
     @property
     def exit_code(self) -> int:
-        """0 when every message was handled (still-invalid records included), else 1."""
-        return 0 if self.failed == 0 and self.unreadable == 0 else 1
+        """0 when every message was handled (still-invalid records included), else 1.
+        Unreadable messages count as handled once archived."""
+        unhandled = self.unreadable if self.archive is None or self.dry_run else 0
+        return 0 if self.failed == 0 and unhandled == 0 else 1
 
 
 def _run(
@@ -226,21 +255,143 @@ def _run(
     return dispositions
 
 
-def _check(records: list[dict[str, Any]], store: HistoryStore, summary: Summary) -> list[bool]:
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """Why a record can never be recorded (``kind``: ``invalid`` or ``event_time``)."""
+
+    kind: str
+    reason: str
+
+
+def verdict(record: Mapping[str, Any], store: HistoryStore) -> Verdict | None:
+    """None when the recorder would accept the record, else why not: the recorder's own
+    checks (decoding, the update's rules, eventTime against the record's arrival)."""
+    try:
+        update = decode_record(KinesisStreamRecord(dict(record)))
+        store.check_update(update)
+    except InvalidInputError as exc:
+        return Verdict("invalid", str(exc))
+    try:
+        store.check_event_time(update, store.latest_event_ms(_arrival_ms(record)))
+    except InvalidInputError as exc:
+        return Verdict("event_time", f"{exc}: {EVENT_TIME_EXPLANATION}")
+    return None
+
+
+def _count_invalid(found: Verdict, summary: Summary) -> None:
+    summary.invalid += 1
+    if found.kind == "event_time":
+        summary.event_time += 1
+        summary.add_reason(EVENT_TIME_EXPLANATION)
+    else:
+        summary.add_reason(found.reason)
+
+
+def _check(
+    records: list[dict[str, Any]], store: HistoryStore, summary: Summary
+) -> list[Verdict | None]:
     """Dry run: would each record be accepted? (decoding and validation only)."""
     verdicts = []
     for record in records:
         summary.records += 1
-        try:
-            store.check_update(decode_record(KinesisStreamRecord(record)))
-        except InvalidInputError as exc:
-            summary.invalid += 1
-            summary.add_reason(str(exc))
-            verdicts.append(False)
-        else:
+        found = verdict(record, store)
+        if found is None:
             summary.valid += 1
-            verdicts.append(True)
+        else:
+            _count_invalid(found, summary)
+        verdicts.append(found)
     return verdicts
+
+
+# --- poison records: archived, then dropped from the queue ------------------------------
+
+
+class ArchiveError(Exception):
+    """The archive could not be written: nothing was dropped from the queue."""
+
+
+class Archive(Protocol):
+    """Where poison records go before their message is deleted (JSON Lines)."""
+
+    @property
+    def where(self) -> str:
+        """The archive as the summary names it."""
+        ...
+
+    def put(self, entries: Sequence[Mapping[str, Any]]) -> None:
+        """Store the entries durably, or raise ``ArchiveError``."""
+        ...
+
+
+def _jsonl(entries: Sequence[Mapping[str, Any]]) -> bytes:
+    return "".join(json.dumps(e, separators=(",", ":")) + "\n" for e in entries).encode()
+
+
+@dataclass(slots=True)
+class FileArchive:
+    """A local JSON Lines file, appended to."""
+
+    path: Path
+
+    @property
+    def where(self) -> str:
+        return str(self.path)
+
+    def put(self, entries: Sequence[Mapping[str, Any]]) -> None:
+        try:
+            with self.path.open("ab") as out:
+                out.write(_jsonl(entries))
+        except OSError as exc:
+            raise ArchiveError(f"cannot write {self.path}: {exc}") from None
+
+
+@dataclass(slots=True)
+class S3Archive:
+    """One S3 object per batch of poison records: ``PREFIX<UTC time>-<random>.jsonl``."""
+
+    client: S3Client
+    bucket: str
+    prefix: str
+
+    @property
+    def where(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}"
+
+    def put(self, entries: Sequence[Mapping[str, Any]]) -> None:
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        key = f"{self.prefix}{stamp}-{uuid.uuid4().hex[:8]}.jsonl"
+        try:
+            self.client.put_object(
+                Bucket=self.bucket,
+                Key=key,
+                Body=_jsonl(entries),
+                ContentType="application/x-ndjson",
+            )
+        except (BotoCoreError, ClientError) as exc:
+            raise ArchiveError(f"cannot write s3://{self.bucket}/{key}: {exc}") from None
+
+
+def open_archive(destination: str, client: Callable[[str], Any]) -> Archive:
+    """``s3://BUCKET/PREFIX`` or a file path."""
+    if destination.startswith("s3://"):
+        bucket, _, prefix = destination[len("s3://") :].partition("/")
+        if not bucket:
+            raise ConfigurationError(f"--archive {destination}: no bucket")
+        return S3Archive(client("s3"), bucket, prefix)
+    return FileArchive(Path(destination))
+
+
+def _poison_entry(message: MessageTypeDef, kind: str, reason: str) -> dict[str, Any]:
+    body: Any = message["Body"]
+    with contextlib.suppress(ValueError):  # else kept as the text it is
+        body = json.loads(body)
+    return {
+        "archivedAt": rfc3339_ms(datetime.now(UTC)),
+        "messageId": message["MessageId"],
+        "kind": kind,
+        "reason": reason,
+        "message": body,
+    }
 
 
 # --- SQS ------------------------------------------------------------------------------
@@ -352,34 +503,69 @@ def replay_quarantine(
     *,
     max_messages: int = 1000,
     dry_run: bool = False,
+    archive: Archive | None = None,
     wait_seconds: int = 2,
     visibility_timeout: int = 300,
     logger: Logger | None = None,
 ) -> Summary:
-    """Re-drive quarantined records; delete the messages of those that are now done."""
+    """Re-drive quarantined records; delete the messages of those that are now done.
+    With ``archive``, what can never be recorded is archived and its message deleted."""
     log = logger or _cli_logger()
-    summary = Summary("quarantine", dry_run)
+    summary = Summary("quarantine", dry_run, archive=archive.where if archive else None)
+
+    def drop(poison: list[tuple[MessageTypeDef, dict[str, Any]]]) -> list[str]:
+        """Archive then delete; the handles to keep (the archive failed: nothing lost)."""
+        handles = [m["ReceiptHandle"] for m, _ in poison]
+        if not poison or archive is None:
+            return handles
+        if dry_run:
+            summary.archived += len(poison)
+            return handles
+        try:
+            archive.put([entry for _, entry in poison])
+        except ArchiveError as exc:
+            summary.add_reason(str(exc))
+            summary.failed += len(poison)
+            return handles
+        summary.archived += _delete(sqs, queue_url, handles)
+        return []
 
     def redrive(messages: list[MessageTypeDef]) -> list[str]:
         kept: list[str] = []
+        poison: list[tuple[MessageTypeDef, dict[str, Any]]] = []
         records: list[dict[str, Any]] = []
-        handles: list[str] = []
+        readable: list[MessageTypeDef] = []
         for message in messages:
             try:
                 records.append(_quarantined_record(json.loads(message["Body"])))
-                handles.append(message["ReceiptHandle"])
+                readable.append(message)
             except (ValueError, TypeError, AttributeError) as exc:
-                summary.add_reason(f"unreadable message {message['MessageId']}: {exc}")
+                reason = f"unreadable message {message['MessageId']}: {exc}"
+                summary.add_reason(reason)
                 summary.unreadable += 1
-                kept.append(message["ReceiptHandle"])
+                poison.append((message, _poison_entry(message, "unreadable", reason)))
         if dry_run:
-            _check(records, store, summary)
-            return kept + handles
+            for message, found in zip(readable, _check(records, store, summary), strict=True):
+                if found is None:
+                    kept.append(message["ReceiptHandle"])
+                else:
+                    poison.append((message, _poison_entry(message, found.kind, found.reason)))
+            return kept + drop(poison)
         dispositions = _run(records, store, KeepInQueue(), log, summary)
-        done = [h for h, d in zip(handles, dispositions, strict=True) if d in _DONE]
-        kept += [h for h, d in zip(handles, dispositions, strict=True) if d not in _DONE]
+        done: list[str] = []
+        for message, record, disposition in zip(readable, records, dispositions, strict=True):
+            if disposition in _DONE:
+                done.append(message["ReceiptHandle"])
+            elif disposition is Disposition.QUARANTINED:
+                found = verdict(record, store) or Verdict("invalid", "refused by the recorder")
+                if found.kind == "event_time":
+                    summary.event_time += 1
+                    summary.add_reason(EVENT_TIME_EXPLANATION)
+                poison.append((message, _poison_entry(message, found.kind, found.reason)))
+            else:
+                kept.append(message["ReceiptHandle"])
         summary.deleted += _delete(sqs, queue_url, done)
-        return kept
+        return kept + drop(poison)
 
     return _redrive(
         sqs,
@@ -493,6 +679,12 @@ def _parser() -> argparse.ArgumentParser:
             default=default_vt,
             help="seconds a received message stays hidden while this run handles it",
         )
+        if name == "quarantine":
+            p.add_argument(
+                "--archive",
+                metavar="s3://BUCKET/PREFIX|FILE",
+                help="archive what can never be recorded there (JSON Lines), then delete it",
+            )
         if name == "stream-failures":
             p.add_argument(
                 "--quarantine-queue-url",
@@ -506,38 +698,64 @@ def main(
     *,
     client: Callable[[str], Any] | None = None,
 ) -> int:
-    """CLI entry point; the exit code. ``client(service)`` makes boto3 clients (tests)."""
+    """CLI entry point; the exit code. ``client(service)`` makes boto3 clients (tests).
+
+    Failures an operator can fix (no route to AWS or MemoryDB, no permission, a bad
+    setting, an archive that cannot be written) end in one line on stderr and exit 2."""
     args = _parser().parse_args(argv)
+    try:
+        summary = _replay(args, client)
+    except (BotoCoreError, ClientError) as exc:
+        return _fail(
+            f"an AWS call failed: {exc}. Check the queue URL, AWS_REGION, the credentials "
+            "and the role's permissions (SQS receive/delete, Kinesis read, S3 put)."
+        )
+    except StoreUnavailableError as exc:
+        return _fail(
+            f"MemoryDB did not answer: {exc}. It is reachable only inside its VPC: run "
+            "the repair function (docs/operations.md) or run this there."
+        )
+    except (ConfigurationError, ArchiveError) as exc:
+        return _fail(str(exc))
+    sys.stdout.write(json.dumps(asdict(summary)) + "\n")
+    return summary.exit_code
+
+
+def _fail(message: str) -> int:
+    """One line on stderr (pydantic's and botocore's messages span several), exit 2."""
+    sys.stderr.write(f"replay: {' '.join(message.split())}\n")
+    return 2
+
+
+def _replay(args: argparse.Namespace, client: Callable[[str], Any] | None) -> Summary:
     store = get_store()
     settings = store.settings
     make = client or _boto3_client(settings.aws_region)
     sqs: SQSClient = make("sqs")
     if args.command == "quarantine":
-        summary = replay_quarantine(
+        return replay_quarantine(
             sqs,
             args.queue_url,
             store,
             max_messages=args.max,
             dry_run=args.dry_run,
+            archive=open_archive(args.archive, make) if args.archive else None,
             wait_seconds=args.wait_seconds,
             visibility_timeout=args.visibility_timeout,
         )
-    else:
-        kinesis: KinesisClient = make("kinesis")
-        quarantine_url = args.quarantine_queue_url or settings.quarantine_queue_url
-        summary = replay_stream_failures(
-            sqs,
-            kinesis,
-            args.queue_url,
-            store,
-            SqsQuarantine(quarantine_url, lambda: sqs),
-            max_messages=args.max,
-            dry_run=args.dry_run,
-            wait_seconds=args.wait_seconds,
-            visibility_timeout=args.visibility_timeout,
-        )
-    sys.stdout.write(json.dumps(asdict(summary)) + "\n")
-    return summary.exit_code
+    kinesis: KinesisClient = make("kinesis")
+    quarantine_url = args.quarantine_queue_url or settings.quarantine_queue_url
+    return replay_stream_failures(
+        sqs,
+        kinesis,
+        args.queue_url,
+        store,
+        SqsQuarantine(quarantine_url, lambda: sqs),
+        max_messages=args.max,
+        dry_run=args.dry_run,
+        wait_seconds=args.wait_seconds,
+        visibility_timeout=args.visibility_timeout,
+    )
 
 
 def _boto3_client(region: str) -> Callable[[str], Any]:

@@ -237,20 +237,24 @@ class HistoryStore:
             return item
         raise StaleUpdateError(item, outcome.value)
 
-    def record_batch(self, updates: Sequence[ProgressUpdate]) -> BatchResult:
+    def record_batch(
+        self, updates: Sequence[ProgressUpdate], *, exact_outcomes: bool = False
+    ) -> BatchResult:
         """Record many updates: collapsed per (profile, asset), one script call per profile,
         pipelined ``settings.pipeline_profiles`` profiles per round trip.
 
         Never raises for one bad update or one unreachable shard: each update's outcome
-        or error is in the result, by its index in ``updates``.
+        or error is in the result, by its index in ``updates``. ``exact_outcomes``: each
+        outcome is the one the update would get alone, in order (``group_by_profile``).
         """
-        return self.record_stream([list(enumerate(updates))])
+        return self.record_stream([list(enumerate(updates))], exact_outcomes=exact_outcomes)
 
     def record_stream(
         self,
         parts: Iterable[Sequence[tuple[int, ProgressUpdate]]],
         *,
         deadline: float | None = None,
+        exact_outcomes: bool = False,
     ) -> BatchResult:
         """``record_batch`` for updates that arrive in parts, as (index, update) pairs.
 
@@ -280,7 +284,8 @@ class HistoryStore:
                     result.failures[index] = exc
                 else:
                     valid.append((index, update))
-            in_flight.extend(self._send(list(group_by_profile(valid).items()), budget))
+            groups = group_by_profile(valid, exact_outcomes=exact_outcomes)
+            in_flight.extend(self._send(list(groups.items()), budget))
         pending = self._gather(in_flight, result)
         # A removal between the records of one collapsed update (rare) sends them again,
         # one by one, in a second pass.
@@ -449,9 +454,7 @@ class HistoryStore:
                     if status in _SPLIT:
                         again.extend(group.split())
                         continue
-                    outcome = _OUTCOMES[status]
-                    for index in group.indices:
-                        result.outcomes[index] = outcome
+                    result.outcomes.update(group.outcomes(_OUTCOMES[status]))
                 if again:
                     split.append((profile_id, again))
         return split

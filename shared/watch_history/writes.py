@@ -46,7 +46,7 @@ def record_updates(
             results[index] = _invalid(index, asset_id, describe(exc))
             continue
         valid.append((index, update))
-    recorded = store.record_batch([update for _, update in valid])
+    recorded = store.record_batch([update for _, update in valid], exact_outcomes=True)
     for position, (index, update) in enumerate(valid):
         failure = recorded.failures.get(position)
         if isinstance(failure, InvalidInputError):
