@@ -706,6 +706,7 @@ def test_a_batch_costs_one_script_call_per_profile_and_a_round_trip_per_chunk(
     assert set(result.outcomes) == set(range(len(batch)))
 
 
+@pytest.mark.parametrize("target", ["m1", "mid", "old"])  # the front item, or moved
 @pytest.mark.parametrize(
     ("before", "after"),
     [
@@ -717,29 +718,40 @@ def test_a_batch_costs_one_script_call_per_profile_and_a_round_trip_per_chunk(
         ({"device_id": None}, {"device_id": None}),  # no device on either
     ],
 )
-def test_the_heartbeat_fast_path_writes_what_the_general_path_writes(
-    store: HistoryStore, profile_id: str, before: dict[str, Any], after: dict[str, Any]
+def test_the_fast_path_writes_what_the_general_path_writes(
+    store: HistoryStore,
+    profile_id: str,
+    target: str,
+    before: dict[str, Any],
+    after: dict[str, Any],
 ):
-    """lua/fast_heartbeat.lua (a batch of one update on the front item) and the general
-    path (record_progress with the item returned, which the fast path never takes)
-    store the same text but for the change stamp."""
+    """lua/fast_heartbeat.lua (a batch of one update: on the front item, or moving an
+    older one to the front) and the general path (record_progress with the item
+    returned, which the fast path never takes) store the same document but for the
+    change stamp."""
     t = NOW - timedelta(hours=1)
     meta: dict[str, Any] = {
         "asset": {"type": "episode", "title": "T, 1", "show": "s"},
         "device_id": "tv-1",
     }
-    seed = [update("x", "old", t, **meta), update("x", "m1", t + timedelta(minutes=1), **meta)]
-    seed.append(update("x", "m1", t + timedelta(minutes=2), **{**meta, **before}))
-    heartbeat = update("x", "m1", t + timedelta(minutes=3), **{**meta, **after})
+    seed = [
+        update("x", a, t + timedelta(seconds=k), **{**meta, **(before if a == target else {})})
+        for k, a in enumerate(["old", "mid", "m1"])
+    ]
+    heartbeat = update("x", target, t + timedelta(minutes=3), **{**meta, **after})
     fast, general = f"{profile_id}-f", f"{profile_id}-g"
     for profile in (fast, general):
         store.record_batch(_for(profile, seed))
     assert store.record_batch(_for(fast, [heartbeat])).outcomes == {0: RecordOutcome.APPLIED}
     store.record_progress(_for(general, [heartbeat])[0])
-    texts = [document(store, p)["h"][1].split(",") for p in (fast, general)]
-    for text in texts:
-        del text[8]  # the change stamp
-    assert texts[0] == texts[1]
+    docs = [document(store, p) for p in (fast, general)]
+    for doc in docs:
+        doc["h"] = [text.split(",") for text in doc["h"]]
+        del doc["h"][0][2:4]  # the head's cs and hz, and the items' change stamps: each
+        for fields in doc["h"][1:]:  # profile's own clock
+            del fields[8]
+    assert docs[0] == docs[1]
+    assert docs[0]["ids"][0] == target
     assert items(store, fast) == items(store, general)
 
 

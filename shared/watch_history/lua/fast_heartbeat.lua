@@ -1,20 +1,21 @@
--- The common write, a heartbeat on the front item, in as few instructions as the rules
--- allow: store.py puts this file FIRST in record_progress's script, so that a call it
--- handles returns before the rest of the script defines anything (an EVAL script runs
--- its whole body on every call: each function it defines costs the call a closure).
+-- The common writes in as few instructions as the rules allow: a heartbeat on the front
+-- item, and a newer update of an older item, which moves it to the front. store.py
+-- puts this file FIRST in record_progress's script, so that a call it handles returns
+-- before the rest of the script defines anything (an EVAL script runs its whole body on
+-- every call: each function it defines costs the call a closure).
 --
 -- It handles a call only when the client marked it (ARGV[1] carries the update's
--- fields after the config: one update, a single record: no older records merged) and
--- the stored front item is that asset's, with no tombstone in the document, the same
--- device (named at the item's lastWatchedAt), the same asset record and nothing kept
--- in the item itself (exactly 10 fields). The update is then newer or it is left to
--- the general path. For that case the rules of update_rules.lua come down to: the
--- update's state (time, position, duration if it has one), firstWatchedAt kept,
--- completed by the event or the threshold, completedAt the update's time if it
--- completes, else kept; device and asset record unchanged. Anything else falls
--- through to the general path (common.lua, update_rules.lua, record_progress.lua),
--- which starts again from the head read here. The property tests hold both paths to
--- the model (tests/model.py): heartbeats in them take this one.
+-- fields after the config: one update, a single record: no older records merged), the
+-- document has no tombstone, and the item is stored with the same device (named at its
+-- lastWatchedAt), the same asset record and nothing kept in the item itself (exactly
+-- 10 fields), and the update is newer than the front item (a moved item goes to the
+-- front). For that case the rules of update_rules.lua come down to: the update's state
+-- (time, position, duration if it has one), firstWatchedAt kept, completed by the event
+-- or the threshold, completedAt the update's time if it completes, else kept; device
+-- and asset record unchanged. Anything else falls through to the general path
+-- (common.lua, update_rules.lua, record_progress.lua), which starts again from the head
+-- read here. The property tests hold both paths to the model (tests/model.py), and
+-- tests/test_store_rules.py holds their stored texts equal.
 --
 -- ARGV[1]: "threshold,maxItems,returnItems" (record_progress.lua), then, when marked,
 -- ",assetId,time,position,duration,complete,deviceId,assetRecord" (texts as stored:
@@ -26,36 +27,72 @@ do
   local thr, id, time, pos, dur, complete, device, ref = string.match(ARGV[1],
     '^([^,]*),[^,]*,0,([^,]*),([^,]*),([^,]*),([^,]*),([^,]*),([^,]*),([^,]*)$')
   local h0, text = FAST_GOT[1], FAST_GOT[2]
+  local ITEM = '^([^,]*),([^,]*),([^,]*),([^,]*),([^,]*),([^,]*),([^,]*),([^,]*),([^,]*),([^,]*)$'
   if ref ~= nil and ref ~= '' and text ~= nil and #ARGV == 2 then
     local wm, cs, nt, front = string.match(h0, '^L3,([^,]*),([^,]*),[^,]*,[^,]*,([^,]*),[^,]*,(.*)$')
-    local last, spos, sdur, fd, done, dad, sdev, sdevat, sd, sref = string.match(text,
-      '^([^,]*),([^,]*),([^,]*),([^,]*),([^,]*),([^,]*),([^,]*),([^,]*),([^,]*),([^,]*)$')
+    local flast, fd, sdur, fdone_at, sdev, sdevat, fsd, sref, _
+    flast, _, sdur, fd, _, fdone_at, sdev, sdevat, fsd, sref = string.match(text, ITEM)
     local ut = tonumber(time)
-    if front == id and nt == '0' and sref == ref and sdevat == '' and sdev == device
-      and sd ~= '' and ut > tonumber(last) and ut > tonumber(wm) then
-      local lastn = tonumber(last)
-      local first = lastn - (fd == '' and 0 or tonumber(fd))
-      if dur == '' then dur = sdur end
-      local durn = tonumber(dur)
-      local completes = complete == '1'
-        or (durn ~= nil and durn > 0 and tonumber(pos) >= tonumber(thr) * durn)
-      local done_at = ''
-      if completes then
-        done_at = '0'
-      elseif dad ~= '' then
-        done_at = string.format('%.14g', ut - (lastn - tonumber(dad)))
+    if nt == '0' and fsd ~= nil and fsd ~= '' and ut > tonumber(flast) and ut > tonumber(wm) then
+      local latest = math.max(tonumber(cs), tonumber(flast) + tonumber(fsd))
+      local idx, ids, at = 0, nil, nil
+      local last, done_at = flast, fdone_at
+      if front ~= id then -- an older item: found in "ids" (common.lua's index_of)
+        ids = redis.call('JSON.RESP', KEYS[1], '$.ids')[1] or ''
+        local from, len = 1, #id
+        while true do
+          at = string.find(ids, id, from, true)
+          if not at then break end
+          local after = string.byte(ids, at + len)
+          if string.byte(ids, at - 1) == 32 and (after == nil or after == 32) then break end
+          from = at + 1 -- inside a longer id (or the front's: front ~= id)
+        end
+        if at then
+          local f = 1
+          while true do
+            local sep = string.find(ids, ' ', f, true)
+            if not sep or sep > at then break end
+            idx = idx + 1
+            f = sep + 1
+          end
+          text = redis.call('JSON.RESP', KEYS[1], '$.h[' .. (idx + 1) .. ']')[1]
+          last, _, sdur, fd, _, done_at, sdev, sdevat, _, sref = string.match(text, ITEM)
+        else
+          last = nil
+        end
       end
-      -- the change stamp (common.lua, "change stamps"): after the latest, the head's
-      -- cs or this item's
-      local t = redis.call('TIME')
-      local stamp = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-      local latest = math.max(tonumber(cs), lastn + tonumber(sd))
-      if latest + 1 > stamp then stamp = latest + 1 end
-      redis.call('JSON.SET', KEYS[1], '$.h[1]', '"' .. time .. ',' .. pos .. ',' .. dur .. ','
-        .. string.format('%.14g', ut - first) .. ',' .. (completes and '1' or '') .. ','
-        .. done_at .. ',' .. device .. ',,' .. string.format('%.14g', stamp - ut) .. ','
-        .. ref .. '"')
-      fast_done = 'a'
+      if last ~= nil and sref == ref and sdevat == '' and sdev == device then
+        local lastn = tonumber(last)
+        local first = lastn - (fd == '' and 0 or tonumber(fd))
+        if dur == '' then dur = sdur end
+        local durn = tonumber(dur)
+        local completes = complete == '1'
+          or (durn ~= nil and durn > 0 and tonumber(pos) >= tonumber(thr) * durn)
+        if completes then
+          done_at = '0'
+        elseif done_at ~= '' then
+          done_at = string.format('%.14g', ut - (lastn - tonumber(done_at)))
+        end
+        -- the change stamp (common.lua, "change stamps"): after the latest, the head's
+        -- cs or the front item's
+        local t = redis.call('TIME')
+        local stamp = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+        if latest + 1 > stamp then stamp = latest + 1 end
+        local item = '"' .. time .. ',' .. pos .. ',' .. dur .. ','
+          .. string.format('%.14g', ut - first) .. ',' .. (completes and '1' or '') .. ','
+          .. done_at .. ',' .. device .. ',,' .. string.format('%.14g', stamp - ut) .. ','
+          .. ref .. '"'
+        if idx == 0 then
+          redis.call('JSON.SET', KEYS[1], '$.h[1]', item)
+        else -- to the front, carrying the stamp (the head's cs stays)
+          redis.call('JSON.ARRPOP', KEYS[1], '$.h', idx + 1)
+          redis.call('JSON.ARRINSERT', KEYS[1], '$.h', 1, item)
+          redis.call('JSON.SET', KEYS[1], '$.ids', '"' .. id .. ' '
+            .. string.sub(ids, 1, at - 2) .. string.sub(ids, at + #id) .. '"')
+          redis.call('JSON.SET', KEYS[1], '$.h[0]', '"' .. string.match(h0, '^(.*,)') .. id .. '"')
+        end
+        fast_done = 'a'
+      end
     end
   end
 end
