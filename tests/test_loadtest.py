@@ -224,7 +224,7 @@ def test_every_model_answers_every_route_as_the_rules_say(
 
 @pytest.mark.own_servers
 def test_the_alternative_models_refuse_routes_they_do_not_index(models: dict[str, Model]):
-    for name in ("sorted_sets", "search"):
+    for name in ("sorted_sets", "sorted_sets_hash", "search"):
         if name not in models:
             continue
         with pytest.raises(Unsupported):
