@@ -17,7 +17,7 @@ VALKEY_JSON ?= $(abspath ../shared/engines/valkey-json/libjson.so)
 JSON_MODULES ?= redisjson $(wildcard $(VALKEY_JSON))
 PYTEST := $(PY) -m pytest -n 2 --dist loadfile -q
 
-.PHONY: test test-external lint unit venv demo serve soak bench bench-recorder bench-reader bench-memory bench-filters bench-handlers loadtest loadtest-quick openapi build clean
+.PHONY: test test-external lint unit venv valgrind demo serve soak bench bench-recorder bench-reader bench-memory bench-filters bench-handlers loadtest loadtest-quick openapi build clean
 
 $(VENV)/.installed: shared/requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,17 @@ $(VENV)/.installed: shared/requirements.txt requirements-dev.txt
 	touch $@
 
 venv: $(VENV)/.installed
+
+## valgrind: install valgrind if missing (apt-get, as root; else it says how): callgrind
+## counts the engine's instructions (loadtest/callgrind.py, its test, make bench-engine)
+valgrind:
+	@command -v valgrind >/dev/null && command -v callgrind_control >/dev/null || \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  apt-get install -y valgrind || { apt-get update && apt-get install -y valgrind; }; \
+	else \
+	  echo "valgrind is missing: run 'sudo apt-get install -y valgrind' (or your system's package manager's valgrind), then make again" >&2; \
+	  exit 1; \
+	fi
 
 ## test: lint, type-check and run the whole suite (standalone engine and 3-primary
 ## cluster) once per JSON module: RedisJSON, and valkey-json when ../shared has it
@@ -36,7 +47,7 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy shared functions devtools loadtest tests
 
-unit: $(VENV)/.installed
+unit: $(VENV)/.installed valgrind
 ifdef REDIS_URL
 	@echo "== suite on $(REDIS_URL) (REDIS_CLUSTER=$(REDIS_CLUSTER)) =="
 	$(PYTEST)

@@ -274,9 +274,11 @@ class _Node:
         *,
         cluster: bool,
         durable: bool,
+        command_prefix: Sequence[str] = (),
     ) -> None:
         self.dir = directory
         self.port = port
+        self.command_prefix = tuple(command_prefix)
         self.log_path = directory / "valkey.log"
         directory.mkdir(parents=True)
         conf = [
@@ -320,7 +322,7 @@ class _Node:
         if self._log is not None:
             self._log.close()
         self._log = log = open(self.log_path, "ab")  # noqa: SIM115 - closed in reap()
-        argv = [str(find_valkey_server()), str(self.conf_path)]
+        argv = [*self.command_prefix, str(find_valkey_server()), str(self.conf_path)]
         try:
             self.proc = _spawn(
                 lambda: subprocess.Popen(
@@ -629,6 +631,7 @@ def _launch(
     replicas: int = 0,
     durable: bool = False,
     json_module: str | os.PathLike[str] | None = None,
+    command_prefix: Sequence[str] = (),
 ) -> Engine:
     module = find_json_module(json_module)
     modules = _modules(module, search)
@@ -642,7 +645,14 @@ def _launch(
         try:
             for i, port in enumerate(ports):
                 nodes.append(
-                    _Node(root / f"node{i}-{port}", port, modules, cluster=cluster, durable=durable)
+                    _Node(
+                        root / f"node{i}-{port}",
+                        port,
+                        modules,
+                        cluster=cluster,
+                        durable=durable,
+                        command_prefix=command_prefix,
+                    )
                 )
             engine = Engine(
                 nodes,
@@ -681,10 +691,22 @@ def start_standalone(
     search: bool = False,
     durable: bool = False,
     json_module: str | os.PathLike[str] | None = None,
+    command_prefix: Sequence[str] = (),
 ) -> Engine:
     """Start one server with the JSON module (``json_module``, else ``$JSON_MODULE``, else
-    RedisJSON), RediSearch too if ``search``, and an fsync-always AOF if ``durable``."""
-    return _launch(1, cluster=False, search=search, durable=durable, json_module=json_module)
+    RedisJSON), RediSearch too if ``search``, and an fsync-always AOF if ``durable``.
+
+    ``command_prefix``: a program the server runs under, with its arguments (``valgrind
+    --tool=callgrind ...``: loadtest/callgrind.py); the process started is that program,
+    and the server's PID is its PID."""
+    return _launch(
+        1,
+        cluster=False,
+        search=search,
+        durable=durable,
+        json_module=json_module,
+        command_prefix=command_prefix,
+    )
 
 
 def start_cluster(
