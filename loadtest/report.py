@@ -112,15 +112,13 @@ def _cell(values: Sequence[float], fmt: str = ",.0f") -> str:
     """median (min-max) of the passes."""
     if not values:
         return "n/a"
-    med = format(statistics.median(values), fmt)
-    if len(values) == 1:
-        return med
-    return f"{med} ({format(min(values), fmt)}-{format(max(values), fmt)})"
+    med, low, high = (format(v, fmt) for v in (statistics.median(values), min(values), max(values)))
+    return med if low == high else f"{med} ({low}-{high})"
 
 
 def _ratio_cell(ratios: Sequence[float]) -> str:
     if not ratios:
-        return "n/a"
+        return "-"
     return f"{_cell(ratios, '.2f')}x" + ("" if _agrees(ratios) else " ~")
 
 
@@ -347,8 +345,10 @@ def _headline(target: dict[str, Any]) -> list[str]:
         def cell(get: Get, fmt: str = ",.0f", at: Callable[[Get], Get] = at) -> str:
             return _cell(_values(target, name, at(get)), fmt)
 
-        def ratio(get: Get, at: Callable[[Get], Get] = at) -> str:
-            return _ratio_cell(_ratios(target, name, at(get), store(get)))
+        def ratio(get: Get, at: Callable[[Get], Get] = at, model: str = model) -> str:
+            return (
+                "-" if model == "store" else _ratio_cell(_ratios(target, name, at(get), store(get)))
+            )
 
         lines.append(
             f"| {model} | {cell(_steady('records_per_s'))} "
@@ -394,8 +394,15 @@ def _ingest_table(target: dict[str, Any]) -> list[str]:
 
             if not _values(target, name, at(get("records_per_s"))):
                 continue
-            ratio = _ratios(
-                target, name, at(get("cpu_us_per_record")), _row("store")(get("cpu_us_per_record"))
+            ratio = (
+                _ratios(
+                    target,
+                    name,
+                    at(get("cpu_us_per_record")),
+                    _row("store")(get("cpu_us_per_record")),
+                )
+                if model != "store"
+                else []
             )
             lines.append(
                 f"| {model} | {phase.replace('_', ' ')} "
@@ -536,7 +543,67 @@ def _instruction_ratios(results: dict[str, Any], model: str) -> str:
     return "; ".join(parts) or "not counted"
 
 
-def conclusion(results: dict[str, Any], sizings: dict[str, list[capacity.Answer]]) -> list[str]:
+def _medians(results: dict[str, Any], model: str, get: Get) -> list[float]:
+    """Per run, the median over the passes of model / store (main scenario)."""
+    out = []
+    for target in results["targets"]:
+        name = _main_name(target)
+        if model in _models(target, name):
+            ratios = _ratios(target, name, _row(model)(get), _row("store")(get))
+            if ratios:
+                out.append(statistics.median(ratios))
+    return out
+
+
+def _in_short(results: dict[str, Any], model: str) -> str:
+    """One line: instructions, engine CPU, memory, and the routes every pass agrees on."""
+    counted = (results.get("instructions") or {}).get("engines", {})
+    beats = [
+        m[model]["front"] / m["store"]["front"]
+        for m in counted.values()
+        if "front" in m.get(model, {}) and "front" in m.get("store", {})
+    ]
+    moves = [
+        m[model]["moved"] / m["store"]["moved"]
+        for m in counted.values()
+        if "moved" in m.get(model, {}) and "moved" in m.get("store", {})
+    ]
+
+    def span(values: list[float]) -> str:
+        if not values:
+            return "n/a"
+        low, high = f"{min(values):.2f}", f"{max(values):.2f}"
+        return f"{low}x" if low == high else f"{low}-{high}x"
+
+    faster, slower = [], []
+    for route in ROUTES:
+        verdicts = set()
+        for target in results["targets"]:
+            name = _main_name(target)
+            if model not in _models(target, name):
+                continue
+            ratios = _ratios(target, name, _row(model)(_p50(route)), _row("store")(_p50(route)))
+            verdicts.add(("faster" if ratios[0] < 1 else "slower") if _agrees(ratios) else "noise")
+        if verdicts == {"faster"}:
+            faster.append(route)
+        elif verdicts == {"slower"}:
+            slower.append(route)
+    memorydb = "" if model in RUNS_ON_MEMORYDB else " (cannot run on MemoryDB)"
+    cpu = span(_medians(results, model, _steady_cpu))
+    return (
+        f"- **{model}**{memorydb}: engine instructions {span(beats)} the store's for a "
+        f"heartbeat on the newest item and {span(moves)} for an older item moved to the "
+        f"front; wall-clock engine CPU per steady-state record {cpu} "
+        f"(medians of the runs); memory per item {span(_medians(results, model, _memory))}; "
+        f"reads faster in every pass of every run: {', '.join(faster) or 'none'}; slower in "
+        f"every pass of every run: {', '.join(slower) or 'none'}; the other routes mixed or "
+        "within noise."
+    )
+
+
+def conclusion(
+    results: dict[str, Any], sizings: dict[str, list[capacity.Answer] | str]
+) -> list[str]:
     targets = results["targets"]
     if not targets:
         return ["No run: nothing to conclude."]
@@ -544,10 +611,14 @@ def conclusion(results: dict[str, Any], sizings: dict[str, list[capacity.Answer]
         m for m in LABELS if m != "store" and any(m in _models(t, _main_name(t)) for t in targets)
     ]
     lines = [
-        "Each statement below compares an alternative with the store run by run, pass by "
-        "pass: a direction is stated only where every pass of that run agrees; otherwise "
-        "the run is listed as within noise. Instruction counts are one count each (they "
-        "repeat to ~0.1%).",
+        "In short (every alternative against the store; a route counts as faster or "
+        "slower only where every pass of every run that measured it agrees):",
+        "",
+        *(_in_short(results, model) for model in alternatives),
+        "",
+        "In detail, run by run: a direction is stated only where every pass of that run "
+        "agrees; otherwise the run is listed as within noise. Instruction counts are one "
+        "count each (they repeat to ~0.1%).",
         "",
     ]
     for model in alternatives:
@@ -572,6 +643,9 @@ def conclusion(results: dict[str, Any], sizings: dict[str, list[capacity.Answer]
         lines.append("")
     lines += ["Cost at the example scales (200 items per profile, IPL-final peak):", ""]
     for label, found in sizings.items():
+        if isinstance(found, str):
+            lines.append(f"- {label}: {found}.")
+            continue
         parts = [
             f"{a.measured.model} {capacity._range(a.low.nodes, a.high.nodes)} nodes ≈ "
             f"{capacity._range(a.low.usd_per_month, a.high.usd_per_month)} USD/month"
@@ -597,10 +671,15 @@ def conclusion(results: dict[str, Any], sizings: dict[str, list[capacity.Answer]
 # --- the document -----------------------------------------------------------------------
 
 
-def _examples(results: dict[str, Any]) -> dict[str, list[capacity.Answer]]:
-    return {
-        label: capacity.answer(results, profiles, 200, IPL_PEAK) for label, profiles in EXAMPLES
-    }
+def _examples(results: dict[str, Any]) -> dict[str, list[capacity.Answer] | str]:
+    """The sizing at each example scale, or why it was refused."""
+    out: dict[str, list[capacity.Answer] | str] = {}
+    for label, profiles in EXAMPLES:
+        try:
+            out[label] = capacity.answer(results, profiles, 200, IPL_PEAK)
+        except capacity.Refused as exc:
+            out[label] = f"not sized: {exc}"
+    return out
 
 
 def _engine(engine: dict[str, Any]) -> str:
@@ -717,6 +796,9 @@ def markdown(results: dict[str, Any], pictures: list[str], picture_dir: str) -> 
         "",
     ]
     for label, found in sizings.items():
+        if isinstance(found, str):
+            lines += [f"**{label}**: {found}.", ""]
+            continue
         lines += [f"**{label}**", "", capacity.table(found), ""]
         lines += [*capacity.notes(results, found), ""]
     lines += ["## Conclusion", "", *conclusion(results, sizings), ""]
