@@ -248,7 +248,11 @@ def _parser(argv: Sequence[str]) -> argparse.ArgumentParser:
         action="store_false",
         help="skip the callgrind instruction counts (own engines only; default: counted)",
     )
-    run.add_argument("--out", default=str(DOCS / "benchmarks"), help="results.json and charts")
+    run.add_argument(
+        "--out",
+        default=str(DOCS / "benchmarks"),
+        help="results.json and charts (default: docs/benchmarks)",
+    )
     run.add_argument(
         "--report", help="the report (default: docs/benchmarks.md, or OUT/benchmarks.md)"
     )

@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -404,7 +405,7 @@ def main(args: argparse.Namespace) -> int:
             cpu_target=args.cpu_target,
         )
     except Refused as exc:
-        print(f"refused: {exc}")
+        print(f"refused: {exc}", file=sys.stderr)
         return 2
     nodes = json.loads(DATA.read_text())
     print(
