@@ -16,8 +16,10 @@
 --   P:m            hash: watermark and tombstones (rules.lua), and "n" the item count
 --                  (so that only a write past MAX_ITEMS has to search)
 -- A write sends only the fields that changed (one JSON.MSET: a heartbeat's t, p, o and
--- those of ip, dv, da, ca that moved), never the whole document: search re-reads the
--- document it is told changed, and nothing else.
+-- those of ip, dv, da, ca that moved), never the whole document, so the index is told
+-- of one changed document per heartbeat. Search indexes by document: it indexes that
+-- document's fields again, not only the ones that moved (that is the module's
+-- granularity; nothing finer is offered to a script).
 -- In cluster mode each shard indexes its own keys; a profile's keys share a slot, so
 -- the shard that owns the profile answers its searches alone. There the search module
 -- finds documents but does not load them (its index name is routed as a key, in another
