@@ -30,7 +30,7 @@ import argparse
 import json
 import math
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -85,7 +85,8 @@ class Sizing:
 
 @dataclass(frozen=True, slots=True)
 class Answer:
-    """A model's sizing at the low end (every figure's best pass) and the high end."""
+    """A model's sizing at the high end (every figure's worst pass, on the cheapest node
+    type for it) and the low end (every figure's best pass, on the same node type)."""
 
     measured: Measured
     low: Sizing
@@ -226,24 +227,29 @@ def answer(
     nodes = json.loads(DATA.read_text())
     out = []
     for m in measured(results, items):
-        ends = []
-        for pick in (min, max):
-            ends.append(
-                size(
-                    m.model,
-                    bytes_per_item=pick(m.bytes_per_item),
-                    cpu_us_per_record=pick(m.cpu_us_per_record),
-                    written_bytes_per_record=pick(m.written_bytes_per_record or (0.0,)),
-                    profiles=profiles,
-                    items=items,
-                    peak=peak,
-                    watch_hours=watch_hours,
-                    nodes=nodes,
-                    replicas=replicas,
-                    memory_fill=memory_fill,
-                    cpu_target=cpu_target,
-                )
+
+        def sized(
+            pick: Callable[[Sequence[float]], float], on: dict[str, Any], m: Measured = m
+        ) -> Sizing:
+            return size(
+                m.model,
+                bytes_per_item=pick(m.bytes_per_item),
+                cpu_us_per_record=pick(m.cpu_us_per_record),
+                written_bytes_per_record=pick(m.written_bytes_per_record or (0.0,)),
+                profiles=profiles,
+                items=items,
+                peak=peak,
+                watch_hours=watch_hours,
+                nodes=on,
+                replicas=replicas,
+                memory_fill=memory_fill,
+                cpu_target=cpu_target,
             )
+
+        # the node type the worst pass needs; the best pass on the same type
+        high = sized(max, nodes)
+        same = {**nodes, "nodes": [n for n in nodes["nodes"] if n["type"] == high.node_type]}
+        ends = [sized(min, same), high]
         out.append(Answer(m, ends[0], ends[1]))
     return out
 
@@ -261,7 +267,7 @@ def table(answers: list[Answer]) -> str:
     ]
     for a in answers:
         m, lo, hi = a.measured, a.low, a.high
-        node = lo.node_type if lo.node_type == hi.node_type else f"{lo.node_type} / {hi.node_type}"
+        node = hi.node_type
         memory = _range(lo.shards_for_memory, hi.shards_for_memory)
         written = m.written_bytes_per_record
         lines.append(
@@ -298,9 +304,9 @@ def notes(results: dict[str, Any], answers: list[Answer]) -> list[str]:
         if store is None or a is store:
             continue
         if a.low.usd_per_month > store.high.usd_per_month:
-            verdict = "costs more than the store in every pass"
+            verdict = "costs more than the store: its best pass against the store's worst"
         elif a.high.usd_per_month < store.low.usd_per_month:
-            verdict = "costs less than the store in every pass"
+            verdict = "costs less than the store: its worst pass against the store's best"
         else:
             verdict = "and the store cost the same within noise (their ranges overlap)"
         out.append(f"{a.measured.model} {verdict}.")
