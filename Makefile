@@ -134,14 +134,16 @@ bench-engine: $(VENV)/.installed valgrind
 bench-filters: $(VENV)/.installed
 	$(ENGINE) -- $(PY) -m loadtest.bench_filters
 
-## loadtest: the three data models side by side, both engines, standalone and cluster,
-## ~20 min on 2 cores; writes docs/benchmarks.md (python -m loadtest --help: any endpoint)
-loadtest: $(VENV)/.installed
-	$(PY) -m loadtest --valkey-json $(VALKEY_JSON)
+## loadtest: the four data models side by side, both engines, standalone and cluster, 3
+## passes, then instruction counts under callgrind (needs valgrind: make valgrind); ~40 min
+## on 2 shared cores; writes docs/benchmarks.md (python -m loadtest --help: any endpoint)
+LOADTEST_VALKEY_JSON = $(if $(wildcard $(VALKEY_JSON)),--valkey-json $(VALKEY_JSON))
+loadtest: $(VENV)/.installed valgrind
+	$(PY) -m loadtest $(LOADTEST_VALKEY_JSON)
 
 ## loadtest-quick: every model and measure on a small workload (CI smoke; not a report)
-loadtest-quick: $(VENV)/.installed
-	$(PY) -m loadtest --quick --valkey-json $(VALKEY_JSON) --out build/loadtest-quick
+loadtest-quick: $(VENV)/.installed valgrind
+	$(PY) -m loadtest --quick $(LOADTEST_VALKEY_JSON) --out build/loadtest-quick
 
 ## upgrade: bring every history document of the server (REDIS_URL, REDIS_CLUSTER, or the
 ## MemoryDB settings, as the functions read them) to the current layout (docs/operations.md);

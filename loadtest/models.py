@@ -1,25 +1,30 @@
-"""The three data models the load test compares, behind one small interface.
+"""The four data models the load test compares, behind one small interface.
 
 1. ``store``: this service, through ``HistoryStore`` itself (one JSON document per
    profile holding the sorted history array, shared/watch_history).
-2. ``sorted_sets``: one JSON document per item plus a sorted set per profile for each
-   lookup dimension, kept in step by one script per profile (lua/sorted_sets.lua).
-3. ``search``: one JSON document per item indexed with search (``FT.CREATE ... ON
-   JSON``, the redisearch module), one script per profile (lua/search.lua).
+2. ``sorted_sets``: the design record's option 1 with a string per item (its packed
+   text) plus a sorted set per profile for each lookup dimension, kept in step by one
+   script per profile (lua/sorted_sets.lua).
+3. ``sorted_sets_hash``: option 1's other variant: one hash per profile holding every
+   item, plus the same sorted sets (the same script, ITEMS_IN_HASH).
+4. ``search``: one JSON document per item indexed with search (``FT.CREATE ... ON
+   JSON``, the redisearch module), one script per profile (lua/search.lua). It needs
+   RediSearch on RedisJSON and cannot run on MemoryDB (valkey-json gives the search
+   module no JSON; MemoryDB's own search is single-shard and chosen when a cluster is
+   created).
 
-All three get the same batches, collapsed the same way (``coalesce.group_by_profile``:
+All four get the same batches, collapsed the same way (``coalesce.group_by_profile``:
 one update per (profile, asset), one script call per profile), pipelined
 ``settings.pipeline_profiles`` profiles per round trip (per primary in a cluster), and
 answer reads as the API does: a ``HistoryPage`` of validated ``HistoryItem``s. The rules
 (last writer wins, tombstones, clear-all watermark, MAX_ITEMS) are the same in each
-(2 and 3 apply the store's own update_rules.lua, through lua/rules.lua);
-tests/test_loadtest.py checks all three against
-tests/model.py.
+(2 to 4 apply the store's own update_rules.lua, through lua/rules.lua);
+tests/test_loadtest.py checks all of them against tests/model.py.
 
-The store also keeps its changes feed (change stamps, eviction records); models 2 and 3
+The store also keeps its changes feed (change stamps, eviction records); models 2 to 4
 do not: the store's figures include that work.
 
-Models 2 and 3 answer the read routes the comparison needs (continue watching, recency,
+Models 2 to 4 answer the read routes the comparison needs (continue watching, recency,
 by asset ids, sport, sport+series, sport+series+team, show, show+season), first pages
 only: no cursor, no collapse, no asset-type or completed filter (``Unsupported``).
 """
@@ -35,6 +40,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any, Final, Protocol
 
+import orjson
 from redis.cluster import RedisCluster
 from redis.exceptions import NoScriptError, ResponseError
 
@@ -152,18 +158,20 @@ _UPDATE_RULES: Final = Path(watch_history.__file__).with_name("lua") / "update_r
 
 
 @cache
-def _script(name: str) -> _Script:
-    """lua/item.lua, the store's update rules (one copy), lua/rules.lua, lua/<name>.lua."""
-    files = [_LUA / "item.lua", _UPDATE_RULES, _LUA / "rules.lua", _LUA / f"{name}.lua"]
-    source = "\n".join(f.read_text() for f in files)
+def _script(name: str, prelude: str) -> _Script:
+    """lua/item.lua, the store's update rules (one copy), lua/rules.lua, the model's
+    ``prelude`` line, lua/<name>.lua."""
+    parts = [f.read_text() for f in (_LUA / "item.lua", _UPDATE_RULES, _LUA / "rules.lua")]
+    source = "\n".join([*parts, prelude, (_LUA / f"{name}.lua").read_text()])
     return _Script(source, hashlib.sha1(source.encode()).hexdigest())  # noqa: S324 (script id)
 
 
 class _Scripted:
-    """Models 2 and 3: a script per profile per call, pipelined per primary."""
+    """Models 2 to 4: a script per profile per call, pipelined per primary."""
 
     name: str
     script_name: str
+    prelude: str = ""
 
     def __init__(self, client: ClientType, settings: Settings) -> None:
         self.client = client
@@ -218,7 +226,7 @@ class _Scripted:
         """The script once per (profile, args), one pipelined round trip per primary
         (in parallel), replies in order. Errors raise: a load test must not go on
         measuring a model that fails."""
-        script = _script(self.script_name)
+        script = _script(self.script_name, self.prelude)
         keyed = [(self.base(p), args) for p, args in calls]
         by_node: dict[str, tuple[Any, list[int]]] = {}
         for i, (key, _) in enumerate(keyed):
@@ -260,7 +268,7 @@ class _Scripted:
 
     def setup(self) -> None:
         for _, conn in self.primaries():
-            conn.script_load(_script(self.script_name).source)
+            conn.script_load(_script(self.script_name, self.prelude).source)
 
     def teardown(self) -> None:
         pass
@@ -317,7 +325,7 @@ class _Scripted:
 
 def _check_route(query: HistoryQuery) -> None:
     if query.cursor or query.collapse or query.asset_type or query.status is Status.COMPLETED:
-        raise Unsupported("models 2 and 3 read first pages of the compared routes only")
+        raise Unsupported("models 2 to 4 read first pages of the compared routes only")
     if query.teams and query.series is None:
         raise Unsupported("the team index is per sport+series")
     if query.status is Status.IN_PROGRESS and (query.sport or query.show or query.asset_ids):
@@ -329,19 +337,37 @@ def _history_order(values: list[list[Any]]) -> list[list[Any]]:
 
 
 class SortedSetModel(_Scripted):
-    """Model 2: a document per item plus sorted sets per lookup dimension."""
+    """Model 2: a string per item (its packed text) plus sorted sets per lookup dimension."""
 
     name = "sorted_sets"
     script_name = "sorted_sets"
+    prelude = "local ITEMS_IN_HASH = false"
+
+    def _packed(self, base: str, ids: list[str]) -> list[Any]:
+        """The packed items of these assets (None where missing), one MGET."""
+        return list(self.node_client(base).mget([f"{base}:i:{a}" for a in ids]))
 
     def _select(self, profile_id: str, query: HistoryQuery) -> list[list[Any]]:
         if query.asset_ids:
             ids = list(dict.fromkeys(check_id("assetId", a) for a in query.asset_ids))
-            packed = self.run("read", [(profile_id, ["ids", *ids])])[0]
+            packed = self._packed(self.base(profile_id), ids)
             return _history_order(decode_all([p for p in packed if p]))
         sets = _sets_for(query)
-        packed = self.run("read", [(profile_id, ["sets", str(query.limit), *sets])])[0]
+        packed = self.run("read", [(profile_id, [str(query.limit), *sets])])[0]
         return decode_all(packed)
+
+
+class SortedHashModel(SortedSetModel):
+    """Model 3: one hash of every item per profile plus the same sorted sets. Its hash and
+    sets stay listpacks (compact, scanned) only where the server's
+    hash-max-listpack-entries/-value and zset-max-listpack-entries allow: the load test
+    sets them for MAX_ITEMS items (run.LISTPACK)."""
+
+    name = "sorted_sets_hash"
+    prelude = "local ITEMS_IN_HASH = true"
+
+    def _packed(self, base: str, ids: list[str]) -> list[Any]:
+        return list(self.node_client(base).hmget(f"{base}:h", ids))
 
 
 def _sets_for(query: HistoryQuery) -> list[str]:
@@ -367,7 +393,8 @@ def _tag(value: object) -> str:
 
 
 class SearchModel(_Scripted):
-    """Model 3: a document per item indexed by search (``FT.CREATE ... ON JSON``)."""
+    """Model 4: a document per item indexed by search (``FT.CREATE ... ON JSON``).
+    RedisJSON only: it cannot run on MemoryDB (see the module docstring)."""
 
     name = "search"
     script_name = "search"
@@ -412,11 +439,10 @@ class SearchModel(_Scripted):
         if query.asset_ids:
             ids = list(dict.fromkeys(check_id("assetId", a) for a in query.asset_ids))
             raw = conn.execute_command("JSON.MGET", *(f"{base}:i:{a}" for a in ids), "$")
-            docs = [json.loads(r)[0] for r in raw if r]
+            docs = [orjson.loads(r)[0] for r in raw if r]
             return _history_order([_values(d) for d in docs])
         texts = self.run("read", [(profile_id, [_search_query(query), str(query.limit)])])[0]
-        docs = json.loads("[" + ",".join(t.decode() for t in texts) + "]")
-        return [_values(found[0]) for found in docs]
+        return [_values(orjson.loads(t)[0]) for t in texts]
 
 
 def _search_query(query: HistoryQuery) -> str:
@@ -448,6 +474,11 @@ def _values(doc: dict[str, Any]) -> list[Any]:
 MODELS: Final[dict[str, Callable[[ClientType, Settings], Model]]] = {
     "store": StoreModel,
     "sorted_sets": SortedSetModel,
+    "sorted_sets_hash": SortedHashModel,
     "search": SearchModel,
 }
 """The models by name, in the order the report lists them."""
+
+RUNS_ON_MEMORYDB: Final = frozenset({"store", "sorted_sets", "sorted_sets_hash"})
+"""The models MemoryDB can run (search needs RediSearch on RedisJSON: see above); only
+these are priced on MemoryDB nodes."""

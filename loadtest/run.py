@@ -1,7 +1,7 @@
-"""Runs the measures: per model, same workload, same server, one run.
+"""Runs the measures: per model, same workload, same server, in repeated passes.
 
-For every scenario (profiles x items per profile) and every model: flush, seed the
-history, then measure
+Every pass runs every scenario (profiles x items per profile) and every model: flush,
+seed the history, then measure
 
 - memory per item, two ways: MEMORY USAGE of the profile's keys (summed over a sample
   of profiles), and the growth of ``used_memory`` over all profiles (what the fleet
@@ -15,7 +15,19 @@ history, then measure
 - reads: p50/p99 (client round trip, decoded to API models) and engine CPU per read for
   continue watching and every lookup dimension;
 - the engine's floor in the same run: a bare pipelined JSON.ARRAPPEND per record and a
-  bare whole-document JSON.GET, so that every figure is also a ratio to it.
+  bare whole-document JSON.GET, so that every figure is also a ratio to it;
+- data written per record: the growth of the append-only file (``aof_current_size``),
+  which the load test turns on for its own servers: the commands a script's effects
+  replicate as, what MemoryDB's transaction log receives and bills as data written.
+
+The passes repeat the same seeded workload (``Plan.passes``, at least 3 for a report):
+the report quotes each figure as the median of the passes with their spread, and a
+read's p99 only from the samples of every pass pooled, where there are at least
+``P99_MIN_SAMPLES`` of them.
+
+On its own servers the load test sets the listpack limits (``LISTPACK``) so that a
+profile's sorted sets and its hash of items stay listpacks at 200 items, as one would
+on MemoryDB (its parameter groups allow these four: see docs/benchmarks.md).
 
 Bounded: fixed counts, no timing loop runs longer than its samples.
 """
@@ -66,6 +78,7 @@ class Plan:
     batches: int = 8
     dense_records: int = 5
     memory_sample: int = 20  # profiles whose keys MEMORY USAGE measures
+    passes: int = 3
     models: tuple[str, ...] = tuple(MODELS)
 
     def spec(self, scenario: Scenario) -> WorkloadSpec:
@@ -80,15 +93,31 @@ class Plan:
         )
 
 
+P99_MIN_SAMPLES = 2_000  # a p99 from fewer samples is one of the few worst: not quoted
+
+# What the load test sets on its own servers: a profile's sorted sets and its hash of
+# items (packed items of ~250 bytes) stay listpacks up to 256 entries. The defaults (128
+# sorted-set entries, 64-byte hash values) would turn both into hash tables at 200 items.
+LISTPACK: dict[str, str] = {
+    "zset-max-listpack-entries": "256",
+    "zset-max-listpack-value": "64",
+    "hash-max-listpack-entries": "256",
+    "hash-max-listpack-value": "512",
+}
+
+
 def full_plan(**overrides: Any) -> Plan:
-    """``make loadtest``: sized for ~20 minutes on 2 cores, both engines, both topologies."""
+    """``make loadtest``: 3 passes, both engines, both topologies; sized to finish in
+    ~40 minutes on 2 cores shared with other work (700 reads per route per pass: 2,100
+    pooled, enough for a p99)."""
     return Plan(
         scenarios=(
-            Scenario("main", profiles=1_500, items=200, full=True, read_samples=300),
-            Scenario("items-20", profiles=300, items=20, full=False, read_samples=150),
-            Scenario("items-200", profiles=300, items=200, full=False, read_samples=150),
-            Scenario("items-1000", profiles=300, items=1000, full=False, read_samples=150),
+            Scenario("main", profiles=300, items=200, full=True, read_samples=700),
+            Scenario("items-20", profiles=200, items=20, full=False, read_samples=80),
+            Scenario("items-1000", profiles=40, items=1000, full=False, read_samples=80),
         ),
+        batch_records=300,
+        batches=6,
         **overrides,
     )
 
@@ -104,6 +133,7 @@ def quick_plan(**overrides: Any) -> Plan:
         batch_records=20,
         batches=2,
         memory_sample=4,
+        passes=2,
         **overrides,
     )
 
@@ -123,23 +153,75 @@ class Counters:
     cpu: float  # seconds, every primary
     memory: int  # used_memory bytes, every primary
     usec: dict[str, int]  # commandstats usec by command
+    aof: int | None  # aof_current_size bytes, every primary (None: no AOF)
 
     @classmethod
     def read(cls, client: ClientType) -> Counters:
         cpu, memory = 0.0, 0
+        aof: int | None = 0
         usec: dict[str, int] = {}
         for node in primaries(client):
             info = node.info("cpu")
             cpu += float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
             memory += int(node.info("memory")["used_memory"])
+            persistence = node.info("persistence")
+            if aof is not None and persistence.get("aof_enabled"):
+                aof += int(persistence["aof_current_size"])
+            else:
+                aof = None
             for name, stats in node.info("commandstats").items():
                 command = name.removeprefix("cmdstat_").lower()
                 usec[command] = usec.get(command, 0) + int(stats["usec"])
-        return cls(cpu, memory, usec)
+        return cls(cpu, memory, usec, aof)
+
+    def written(self, before: Counters) -> int | None:
+        """Bytes appended to the AOF since ``before`` (None without one)."""
+        if self.aof is None or before.aof is None:
+            return None
+        return self.aof - before.aof
 
     def since(self, before: Counters, command: str) -> tuple[float, int]:
         """Engine CPU seconds and ``command``'s usec between ``before`` and this."""
         return self.cpu - before.cpu, self.usec.get(command, 0) - before.usec.get(command, 0)
+
+
+def prepare(client: ClientType) -> dict[str, Any]:
+    """Our own server: the listpack limits (LISTPACK) and an append-only file (never
+    fsynced, never rewritten) whose growth is the data written. Returns the settings."""
+    for node in primaries(client):
+        for name, value in LISTPACK.items():
+            node.config_set(name, value)
+        node.config_set("appendfsync", "no")
+        node.config_set("auto-aof-rewrite-percentage", 0)
+        node.config_set("appendonly", "yes")
+    for node in primaries(client):  # turning it on writes the (empty) base file first
+        wait_until_aof(node)
+    return {**LISTPACK, "appendonly": "yes (appendfsync no)"}
+
+
+def wait_until_aof(node: Any, timeout: float = 60.0) -> None:
+    """Until the AOF that CONFIG SET appendonly yes turned on is written (a benchmark
+    polls the server's own state: no fixed sleep)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        info = node.info("persistence")
+        busy = info["aof_rewrite_in_progress"] or info["aof_rewrite_scheduled"]
+        if info["aof_enabled"] and not busy:
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError("the append-only file was not turned on in time")
+        time.sleep(0.05)
+
+
+def server_settings(client: ClientType) -> dict[str, Any]:
+    """An endpoint's listpack limits, as it reports them (MemoryDB: its parameter group)."""
+    out: dict[str, Any] = {}
+    for name in LISTPACK:
+        try:
+            out.update(primaries(client)[0].config_get(name))
+        except Exception as exc:  # CONFIG refused (a managed service): say so
+            return {"unknown": f"CONFIG GET refused: {exc}"}
+    return out
 
 
 def flush(client: ClientType) -> None:
@@ -217,19 +299,17 @@ def _bar(desc: str, total: int, unit: str) -> tqdm[Any]:
     return tqdm(total=total, desc=desc, unit=unit, leave=False, mininterval=0.5, file=sys.stderr)
 
 
-def _percentiles(samples: Sequence[float]) -> dict[str, float]:
+def percentiles(samples: Sequence[float]) -> dict[str, float | None]:
+    """p50 and, from at least P99_MIN_SAMPLES samples, p99 (µs); else p99 is None."""
     ordered = sorted(samples)
     n = len(ordered)
-    return {
-        "p50_us": ordered[n // 2] * 1e6,
-        "p99_us": ordered[min(n - 1, int(n * 0.99))] * 1e6,
-        "samples": n,
-    }
+    p99 = ordered[min(n - 1, int(n * 0.99))] * 1e6 if n >= P99_MIN_SAMPLES else None
+    return {"p50_us": ordered[n // 2] * 1e6, "p99_us": p99, "samples": n}
 
 
 def ingest(
     client: ClientType, model: Model, batches: Sequence[Sequence[ProgressUpdate]], desc: str
-) -> dict[str, float]:
+) -> dict[str, float | None]:
     """Records/s of these batches through the model, and engine CPU per record."""
     records = sum(len(b) for b in batches)
     before = Counters.read(client)
@@ -240,12 +320,15 @@ def ingest(
             model.record_batch(batch)
             elapsed += time.perf_counter() - start
             bar.update(len(batch))
-    cpu, usec = Counters.read(client).since(before, "evalsha")
+    after = Counters.read(client)
+    cpu, usec = after.since(before, "evalsha")
+    written = after.written(before)
     return {
         "records": records,
         "records_per_s": records / elapsed,
         "cpu_us_per_record": cpu / records * 1e6,
         "command_us_per_record": usec / records,
+        "written_bytes_per_record": None if written is None else written / records,
     }
 
 
@@ -316,13 +399,20 @@ def ingest_parallel(
 
 
 def reads(
-    client: ClientType, model: Model, workload: Workload, samples: int, desc: str
-) -> dict[str, dict[str, float]]:
-    """p50/p99 and engine CPU per read of every route, on random profiles."""
+    client: ClientType,
+    model: Model,
+    workload: Workload,
+    samples: int,
+    desc: str,
+    *,
+    pooled: dict[str, list[float]],
+) -> dict[str, dict[str, float | None]]:
+    """p50 (p99 from enough samples) and engine CPU per read of every route, on random
+    profiles; every sample's time also goes to ``pooled[route]``."""
     rng = random.Random(f"{workload.spec.seed}:reads")
     profiles = workload.profile_ids
     plans = {p: workload.queries(p) for p in rng.sample(profiles, min(len(profiles), 200))}
-    out: dict[str, dict[str, float]] = {}
+    out: dict[str, dict[str, float | None]] = {}
     with _bar(desc, samples * len(ROUTES), "read") as bar:
         for route in ROUTES:
             candidates = [(p, q[route]) for p, q in plans.items() if route in q]
@@ -339,7 +429,8 @@ def reads(
                 times.append(time.perf_counter() - start)
                 bar.update()
             cpu, _ = Counters.read(client).since(before, "")
-            out[route] = {**_percentiles(times), "cpu_us_per_read": cpu / samples * 1e6}
+            out[route] = {**percentiles(times), "cpu_us_per_read": cpu / samples * 1e6}
+            pooled.setdefault(route, []).extend(times)
     return out
 
 
@@ -377,6 +468,8 @@ def floor(
     workload: Workload,
     batches: Sequence[Sequence[ProgressUpdate]],
     samples: int,
+    *,
+    pooled: list[float],
 ) -> dict[str, Any]:
     """The engine's floor: a bare pipelined JSON.ARRAPPEND per record (one small array per
     profile) and a bare ``JSON.GET key $`` of a store document (seeded by the store)."""
@@ -415,6 +508,7 @@ def floor(
         client.execute_command("JSON.GET", k, "$")
         times.append(time.perf_counter() - start)
     read_cpu, _ = Counters.read(client).since(before, "")
+    pooled.extend(times)
     return {
         "write": {
             "records": records,
@@ -422,7 +516,7 @@ def floor(
             "cpu_us_per_record": cpu / records * 1e6,
             "command_us_per_record": usec / records,
         },
-        "read": {**_percentiles(times), "cpu_us_per_read": read_cpu / samples * 1e6},
+        "read": {**percentiles(times), "cpu_us_per_read": read_cpu / samples * 1e6},
     }
 
 
@@ -444,9 +538,14 @@ def _pipelined(client: ClientType, commands: Sequence[tuple[str, ...]]) -> None:
 
 @dataclass(slots=True)
 class TargetResult:
+    """One server's results: every pass's scenarios, and the reads of every pass pooled
+    (by scenario name, then model or "floor", then route)."""
+
     engine: dict[str, Any]
     topology: str
-    scenarios: list[dict[str, Any]] = field(default_factory=list)
+    server: dict[str, Any]
+    passes: list[list[dict[str, Any]]] = field(default_factory=list)
+    pooled: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def settings_for(url: str, cluster: bool, items: int, prefix: str) -> Settings:
@@ -465,23 +564,37 @@ def settings_for(url: str, cluster: bool, items: int, prefix: str) -> Settings:
 def run_target(
     url: str, cluster: bool, plan: Plan, *, own_server: bool, label: str
 ) -> TargetResult:
-    """Every scenario and model of ``plan`` against one server (standalone or cluster)."""
+    """Every pass, scenario and model of ``plan`` against one server (standalone or
+    cluster)."""
     base = settings_for(url, cluster, 200, "lt:")
     client = create_client(base)
     try:
-        result = TargetResult(engine_info(client), "cluster" if cluster else "standalone")
-        for scenario in plan.scenarios:
-            result.scenarios.append(
-                _run_scenario(
-                    client,
-                    url=url,
-                    cluster=cluster,
-                    plan=plan,
-                    scenario=scenario,
-                    own_server=own_server,
-                    label=label,
-                )
+        server = prepare(client) if own_server else server_settings(client)
+        result = TargetResult(engine_info(client), "cluster" if cluster else "standalone", server)
+        samples: dict[str, dict[str, dict[str, list[float]]]] = {}
+        for n in range(plan.passes):
+            result.passes.append(
+                [
+                    _run_scenario(
+                        client,
+                        url=url,
+                        cluster=cluster,
+                        plan=plan,
+                        scenario=scenario,
+                        own_server=own_server,
+                        label=f"{label} pass {n + 1}/{plan.passes}",
+                        pooled=samples.setdefault(scenario.name, {}),
+                    )
+                    for scenario in plan.scenarios
+                ]
             )
+        result.pooled = {
+            scenario: {
+                model: {route: percentiles(times) for route, times in routes.items()}
+                for model, routes in by_model.items()
+            }
+            for scenario, by_model in samples.items()
+        }
         return result
     finally:
         client.close()
@@ -504,6 +617,7 @@ def _run_scenario(
     scenario: Scenario,
     own_server: bool,
     label: str,
+    pooled: dict[str, dict[str, list[float]]],
 ) -> dict[str, Any]:
     spec = plan.spec(scenario)
     workload = build(spec)
@@ -543,7 +657,14 @@ def _run_scenario(
             ),
         }
         if name == "store":
-            out["floor"] = floor(client, settings, workload, steady, scenario.read_samples)
+            out["floor"] = floor(
+                client,
+                settings,
+                workload,
+                steady,
+                scenario.read_samples,
+                pooled=pooled.setdefault("floor", {}).setdefault("bare JSON.GET", []),
+            )
         row["ingest"] = {
             phase: ingest(client, model, batches, f"{tag} {name}: {phase}")
             for phase, batches in phases.items()
@@ -552,7 +673,14 @@ def _run_scenario(
             row["ingest"]["steady_2_processes"] = ingest_parallel(
                 client, model_name=name, settings=settings, halves=halves
             )
-        row["reads"] = reads(client, model, workload, scenario.read_samples, f"{tag} {name}: reads")
+        row["reads"] = reads(
+            client,
+            model,
+            workload,
+            scenario.read_samples,
+            f"{tag} {name}: reads",
+            pooled=pooled.setdefault(name, {}),
+        )
         out["models"][name] = row
         model.teardown()
         _clean(client, own_server)

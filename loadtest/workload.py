@@ -200,6 +200,26 @@ class Workload:
             out.append(self._delivered(batch))
         return out
 
+    def one_each(self, kind: str) -> list[ProgressUpdate]:
+        """One heartbeat per profile, all in one new round, without the stream's defects
+        (what loadtest/instructions.py counts): ``front`` on the profile's newest item,
+        ``moved`` on an older one (it moves to the front), ``new`` on a title it never
+        watched (a new item: at MAX_ITEMS the oldest goes)."""
+        at = self._tick()
+        out = []
+        for profile in self.profiles:
+            if kind == "front":
+                asset = profile.history[0]
+            elif kind == "moved":
+                asset = profile.history[self._rng.randrange(1, len(profile.history))]
+            elif kind == "new":
+                asset = self._new_title(profile)
+            else:
+                raise ValueError(f"unknown kind of heartbeat: {kind!r}")
+            self._watch(profile, asset)
+            out.append(self._update(profile, asset, at, self._rng, history=False))
+        return out
+
     def _delivered(self, batch: list[ProgressUpdate]) -> list[ProgressUpdate]:
         """The batch as the stream delivers it (devtools/heartbeats.py's defects):
         ``duplicate_rate`` of its records twice (producer retries), and the late records

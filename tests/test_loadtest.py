@@ -1,11 +1,12 @@
 """The load test's models get the answers right, and the load test runs end to end.
 
 A benchmark of a model that answers wrongly proves nothing: the same randomized
-sequence of updates, removals and clears goes through the three models of loadtest/
-and through tests/model.py, and every read route returns the same items. Then the
-whole load test (every model, every measure, a small workload) runs as
-``python -m loadtest --redis-url ... [--cluster]`` against a standalone server and the
-3-primary cluster, both with the search module loaded.
+sequence of updates, removals and clears goes through every model of loadtest/ (both
+sorted-set variants included) and through tests/model.py, and every read route returns
+the same items. Then the whole load test (every model, every measure, two passes of a
+small workload) runs as ``python -m loadtest --redis-url ... [--cluster]`` against a
+standalone server and the 3-primary cluster, both with the search module loaded; and
+the capacity sizing and the command line refuse what they cannot answer.
 
 These tests start their own servers (the search module is not in the suite's), with
 the JSON module the run uses (JSON_MODULE): on valkey-json the search model cannot run,
@@ -224,7 +225,7 @@ def test_every_model_answers_every_route_as_the_rules_say(
 
 @pytest.mark.own_servers
 def test_the_alternative_models_refuse_routes_they_do_not_index(models: dict[str, Model]):
-    for name in ("sorted_sets", "search"):
+    for name in ("sorted_sets", "sorted_sets_hash", "search"):
         if name not in models:
             continue
         with pytest.raises(Unsupported):
@@ -243,21 +244,33 @@ def test_the_load_test_runs_every_model_and_measure_against_an_endpoint(
         argv.append("--cluster")
     assert cli.main(argv) == 0
     results = json.loads((tmp_path / "results.json").read_text())
+    assert results["instructions"] is None  # an endpoint: no callgrind
     (target,) = results["targets"]
     assert target["topology"] == ("cluster" if search_engine.cluster else "standalone")
-    main = next(s for s in target["scenarios"] if s["scenario"]["full"])
-    assert main["floor"]["write"]["records_per_s"] > 0
-    for name in MODELS:
-        row = main["models"][name]
-        if "unsupported" in row:
-            assert name == "search"
-            assert "valkey-json" in target["engine"]["json"]
-            continue
-        assert set(row["ingest"]) == {"steady", "session_starts", "dense", "steady_2_processes"}
-        assert all(r["cpu_us_per_record"] > 0 for r in row["ingest"].values())
-        assert set(row["reads"]) == set(WORKLOAD_ROUTES)
-        assert row["memory"]["used_memory_growth_per_item"] > 0
-        assert row["memory"]["keys_per_profile"] >= 1
+    assert len(target["passes"]) == 2
+    for scenarios in target["passes"]:
+        main = next(s for s in scenarios if s["scenario"]["full"])
+        assert main["floor"]["write"]["records_per_s"] > 0
+        for name in MODELS:
+            row = main["models"][name]
+            if "unsupported" in row:
+                assert name == "search"
+                assert "valkey-json" in target["engine"]["json"]
+                continue
+            assert set(row["ingest"]) == {
+                "steady",
+                "session_starts",
+                "dense",
+                "steady_2_processes",
+            }
+            assert all(r["cpu_us_per_record"] > 0 for r in row["ingest"].values())
+            assert set(row["reads"]) == set(WORKLOAD_ROUTES)
+            # a handful of samples: a p50, never a p99
+            assert all(r["p99_us"] is None for r in row["reads"].values())
+            assert row["memory"]["used_memory_growth_per_item"] > 0
+            assert row["memory"]["keys_per_profile"] >= 1
+    pooled = target["pooled"]["main"]["store"]["continue watching"]
+    assert pooled["samples"] == 2 * main["scenario"]["read_samples"]
     # the run cleaned up after itself: an endpoint that is not ours is not flushed
     client = make_client(search_engine.url, search_engine.cluster)
     try:
@@ -266,31 +279,124 @@ def test_the_load_test_runs_every_model_and_measure_against_an_endpoint(
         client.close()
     report = (tmp_path / "benchmarks.md").read_text()
     assert "## Conclusion" in report
+    assert "/work/" not in report
+    assert str(tmp_path) not in report
+    assert "Not run:" not in report
     assert all((tmp_path / p).stat().st_size > 0 for p in ("throughput.png", "memory.png"))
 
 
-def test_capacity_takes_the_larger_of_memory_and_write_shards_and_the_cheapest_node():
-    nodes = {
-        "reserved_memory_percent": 25,
-        "nodes": [
-            {"type": "small", "memory_gib": 10.0, "usd_per_hour": 1.0},
-            {"type": "big", "memory_gib": 40.0, "usd_per_hour": 5.0},
-        ],
+NODES: dict[str, Any] = {
+    "reserved_memory_percent": 25,
+    "data_written": {"free_gb_per_month": 1000, "usd_per_gb": 0.1},
+    "nodes": [
+        {"type": "small", "memory_gib": 10.0, "usd_per_hour": 1.0},
+        {"type": "big", "memory_gib": 40.0, "usd_per_hour": 5.0},
+    ],
+}
+
+
+def _size(**changes: Any) -> capacity.Sizing:
+    figures: dict[str, Any] = {
+        "bytes_per_item": 300.0,
+        "cpu_us_per_record": 50.0,
+        "written_bytes_per_record": 0.0,
+        "profiles": 1e6,
+        "items": 100,
+        "peak": 10_000,
+        "watch_hours": 1.0,
+        "nodes": NODES,
     }
+    return capacity.size("store", **{**figures, **changes})
+
+
+def test_capacity_takes_the_larger_of_memory_and_write_shards_and_the_cheapest_node():
     # 1e6 profiles x 100 items x 300 B = 27.9 GiB; a small node holds 10 * 0.75 * 0.8 = 6 GiB
-    m = capacity.Measured("store", "valkey-json", 100, 300.0, cpu_us_per_record=50.0)
-    memory_bound = capacity.size(m, 1e6, 100, peak=10_000, nodes=nodes)
+    memory_bound = _size()
     assert (memory_bound.node_type, memory_bound.shards_for_memory) == ("small", 5)
     assert memory_bound.shards_for_writes == 1  # 10k/s x 50 us = 0.5 s/s, at 50% per shard
     assert memory_bound.nodes == 10  # a replica per shard
     assert memory_bound.usd_per_month == 10 * 1.0 * capacity.HOURS_PER_MONTH
     # at 200k/s the writes need 20 shards whatever the node: the small one stays cheapest
-    write_bound = capacity.size(m, 1e6, 100, peak=200_000, nodes=nodes)
+    write_bound = _size(peak=200_000)
     assert (write_bound.node_type, write_bound.shards, write_bound.shards_for_writes) == (
         "small",
         20,
         20,
     )
+    # a CPU target of 25 (percent) halves what a shard takes: twice the shards
+    assert _size(peak=200_000, cpu_target=25.0).shards_for_writes == 40
+
+
+def test_capacity_prices_the_data_written_past_the_free_allowance():
+    # 1e6 profiles x 1 h/day = 120 heartbeats a day each, x 30.4 days x 500 B = 1,825 GB
+    sizing = _size(written_bytes_per_record=500.0)
+    assert sizing.written_gb == pytest.approx(1e6 * 120 * capacity.DAYS_PER_MONTH * 500 / 1e9)
+    assert sizing.written_usd == pytest.approx((sizing.written_gb - 1000) * 0.1)
+    assert _size(written_bytes_per_record=100.0).written_usd == 0  # within the free 1,000 GB
+
+
+def _results(items_and_cpu: dict[int, list[float]]) -> dict[str, Any]:
+    """A run's results with the store alone, one scenario per size, one pass per value."""
+    passes = []
+    for n in range(len(next(iter(items_and_cpu.values())))):
+        scenarios = []
+        for items, cpus in items_and_cpu.items():
+            steady = {"cpu_us_per_record": cpus[n], "written_bytes_per_record": 100.0}
+            row = {"memory": {"used_memory_growth_per_item": 300.0}, "ingest": {"steady": steady}}
+            scenarios.append({"spec": {"items": items}, "models": {"store": row}})
+        passes.append(scenarios)
+    engine = {"json": "valkey-json"}
+    return {"targets": [{"engine": engine, "topology": "cluster", "passes": passes}]}
+
+
+def test_capacity_interpolates_between_measured_sizes_and_refuses_outside_them():
+    results = _results({20: [10.0, 30.0], 200: [100.0, 300.0]})
+    (m,) = capacity.measured(results, 110)
+    assert m.interpolated
+    assert m.cpu_us_per_record == (55.0, 165.0)
+    (m,) = capacity.measured(results, 200)
+    assert not m.interpolated
+    assert m.cpu_us_per_record == (100.0, 300.0)
+    with pytest.raises(capacity.Refused, match="1000 items per profile was not measured"):
+        capacity.measured(results, 1000)
+
+
+def test_capacity_answers_a_range_from_the_best_pass_to_the_worst():
+    results = _results({200: [100.0, 300.0]})
+    (answer,) = capacity.answer(results, 1e6, 200, peak=100_000)
+    assert answer.low.shards_for_writes == 20  # 100k/s x 100 us / 50%
+    assert answer.high.shards_for_writes == 60  # 100k/s x 300 us / 50%
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--cpu-target", "0.5"],  # a fraction: percentages are given as percent
+        ["--memory-fill", "120"],
+        ["--replicas", "6"],  # MemoryDB: at most 5
+        ["--profiles", "0"],
+        ["--items", "0"],
+        ["--watch-hours", "25"],
+    ],
+)
+def test_capacity_refuses_impossible_inputs(argv: list[str], capsys: pytest.CaptureFixture[str]):
+    base = {"--profiles": "1e6", "--peak": "1000"}
+    for flag, value in zip(argv[::2], argv[1::2], strict=True):
+        base[flag] = value
+    args = [part for pair in base.items() for part in pair]
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["capacity", *args])
+    assert exit_info.value.code == 2
+    assert argv[0] in capsys.readouterr().err
+
+
+def test_the_load_test_refuses_a_valkey_json_path_that_is_not_a_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
+    with pytest.raises(SystemExit):
+        cli.main(["--valkey-json", str(tmp_path / "missing.so"), "--out", str(tmp_path)])
+    assert "is not a file" in capsys.readouterr().err
+    assert not (tmp_path / "results.json").exists()
 
 
 @pytest.mark.own_servers

@@ -461,8 +461,8 @@ def test_alarm_defaults_are_the_sizing_assumptions(template: dict[str, Any]) -> 
     capacity.add_arguments(parser)
     assumed = parser.parse_args(["--profiles", "1", "--peak", "1"])
     defaults = _defaults(template)
-    assert float(defaults["EngineCpuAlarmPercent"]) == assumed.cpu_target * 100
-    assert float(defaults["MemoryAlarmPercent"]) == assumed.memory_fill * 100
+    assert float(defaults["EngineCpuAlarmPercent"]) == assumed.cpu_target
+    assert float(defaults["MemoryAlarmPercent"]) == assumed.memory_fill
 
 
 def test_http_5xx_alarm_is_a_rate(template: dict[str, Any]) -> None:

@@ -1,6 +1,9 @@
--- Model 3 of the load test: one JSON document per item, indexed by search (FT.CREATE
+-- Model 4 of the load test: one JSON document per item, indexed by search (FT.CREATE
 -- ... ON JSON, loadtest/models.py creates the index on every primary); item.lua,
--- update_rules.lua and rules.lua in front of this script (loadtest/models.py).
+-- update_rules.lua and rules.lua in front of this script (loadtest/models.py). It needs
+-- RediSearch on RedisJSON: valkey-json (MemoryDB's engine) gives the search module no
+-- JSON, and MemoryDB's own search must be enabled when a cluster is created and is
+-- single-shard, so this model cannot run on MemoryDB.
 --
 -- Keys of a profile (P = KEYS[1] = "<prefix>{<profileId>}"):
 --   P:i:<assetId>  the item as a JSON object (search indexes named fields only):
@@ -12,152 +15,169 @@
 --                  SORTBY takes one field and ties go by assetId.
 --   P:m            hash: watermark and tombstones (rules.lua), and "n" the item count
 --                  (so that only a write past MAX_ITEMS has to search)
+-- A write sends only the fields that changed (one JSON.MSET: a heartbeat's t, p, o and
+-- those of ip, dv, da, ca that moved), never the whole document, so the index is told
+-- of one changed document per heartbeat. Search indexes by document: it indexes that
+-- document's fields again, not only the ones that moved (that is the module's
+-- granularity; nothing finer is offered to a script).
 -- In cluster mode each shard indexes its own keys; a profile's keys share a slot, so
 -- the shard that owns the profile answers its searches alone. There the search module
 -- finds documents but does not load them (its index name is routed as a key, in another
 -- slot than the documents): searches ask for keys only (NOCONTENT) and this script reads
 -- the documents, on both topologies, so that both run the same code.
 --
--- ARGV[1]: rules.lua's config with the index name (5th) and the operation (6th):
--- "record" | "remove" | "clear" | "read". Replies as sorted_sets.lua's; read: ARGV[2] the
--- query (without the profile: this script adds it), ARGV[3] how many, and the documents
--- ('[{...}]', as JSON.GET $ gives them) in history order.
+-- Replies as sorted_sets.lua's; read: ARGV[2] the query (without the profile: this
+-- script adds it), ARGV[3] how many; the documents ('[{...}]', as JSON.MGET $ gives
+-- them) in history order.
 
-local INDEX, OP = CFG[5], CFG[6]
 local PROFILE = P:match('{(.*)}$')
+-- codec.ITEM_FIELDS by their short names (loadtest/models.py SHORT_KEYS)
+local NAMES = {'id', 't', 'p', 'd', 'f', 'c', 'ca', 'dv', 'ty', 'ti', 'sp', 'se', 'tm', 'sh',
+  'sn', 'ep', 'da'}
+local POSITION = {}
+for i = 1, N_FIELDS do POSITION[NAMES[i]] = i end
 
--- Tag values in a query need every punctuation character escaped.
-local function tag(value)
-  return (tostring(value):gsub('([^%w])', '\\%1'))
-end
-local MINE = '@pr:{' .. tag(PROFILE) .. '}'
-
-local FIELDS = {'id', 't', 'p', 'd', 'f', 'c', 'ca', 'dv', 'ty', 'ti', 'sp', 'se', 'tm', 'sh',
-  'sn', 'ep', 'da'} -- codec.ITEM_FIELDS, by their short names (loadtest/models.py SHORT_KEYS)
-
-local function doc_key(asset_id)
-  return P .. ':i:' .. asset_id
-end
-
-local function load(asset_id)
-  local raw = redis.call('JSON.GET', doc_key(asset_id), '$')
-  if not raw then return nil end
-  local doc = cjson.decode(raw)[1]
+-- The item of a document as JSON.RESP gives it ({'{', name, value, ...}; an array
+-- {'[', ...}; a double as text; null as false), with its ip flag.
+local function item_of(resp)
   local item = {}
-  for i, name in ipairs(FIELDS) do
-    local v = doc[name]
-    if v == nil then v = NULL end
-    item[i] = v
+  local ip = 0
+  for k = 2, #resp, 2 do
+    local name, v = resp[k], resp[k + 1]
+    local i = POSITION[name]
+    if i ~= nil then
+      if v == false then
+        v = NULL
+      elseif type(v) == 'table' then
+        table.remove(v, 1)
+      elseif i ~= F_ID and type(v) == 'string' and i ~= F_DEVICE and (i < F_TYPE or i > F_SHOW) then
+        v = tonumber(v)
+      end
+      item[i] = v
+    elseif name == 'ip' then
+      ip = v
+    end
   end
-  return item
+  return item, ip
 end
 
-local function save(item)
-  local doc = {pr = PROFILE}
-  for i, name in ipairs(FIELDS) do
-    if not is_null(item[i]) then doc[name] = item[i] end
-  end
-  doc.ip = in_progress(item) and 1 or 0
-  doc.o = string.format('%013d', 9999999999999 - item[F_LAST]) .. ':' .. item[F_ID]
-  redis.call('JSON.SET', doc_key(item[F_ID]), '$', cjson.encode(doc))
+local function order(item)
+  return string.format('"%013d:%s"', 9999999999999 - item[F_LAST], item[F_ID])
 end
 
 -- Keys of the profile's items matching a query, in the search reply's order.
 local function search(query, ...)
-  local reply = redis.call('FT.SEARCH', INDEX, MINE .. query, 'NOCONTENT', ...)
-  local keys = {}
-  for i = 2, #reply do keys[#keys + 1] = reply[i] end
-  return keys
+  local reply = redis.call('FT.SEARCH', INDEX, '@pr:{' .. PROFILE:gsub('([^%w])', '\\%1') .. '}'
+    .. query, 'NOCONTENT', ...)
+  table.remove(reply, 1)
+  return reply
 end
 
-local function time_of(key)
-  return cjson.decode(redis.call('JSON.GET', key, '$.t'))[1]
-end
-
--- Past MAX_ITEMS the oldest lastWatchedAt goes, ties: the lowest assetId.
-local function evict_overflow(count)
-  while count > MAX_ITEMS do
-    local oldest = string.format('%d', time_of(search('', 'SORTBY', 't', 'ASC', 'LIMIT', 0, 1)[1]))
-    local victims = search(' @t:[' .. oldest .. ' ' .. oldest .. ']', 'SORTBY', 'o', 'ASC',
-      'LIMIT', 0, 1)
-    redis.call('DEL', victims[1])
-    count = count - 1
-  end
-  return count
-end
-
-local function record()
-  local batch = updates()
-  local ids = {}
-  for i, u in ipairs(batch) do ids[i] = u[U_ID] end
-  local _, cutoff = cutoffs(ids)
-  local replies = {}
-  local added = 0
-  for i, u in ipairs(batch) do
-    local asset_id = u[U_ID]
-    local stored = nil
-    if u[U_TIME] > cutoff[asset_id] and u[U_EARLIEST] > cutoff[asset_id] then
-      stored = load(asset_id)
-    end
-    local status, item = decide(u, stored, cutoff[asset_id])
-    if item ~= nil then
-      save(item)
-      if stored == nil then
-        local count = redis.call('HINCRBY', META, 'n', 1)
-        if count > MAX_ITEMS then
-          redis.call('HSET', META, 'n', evict_overflow(count))
+if OP == 'record' then
+  local batch, cutoff, replies = updates()
+  for i = 1, #batch do
+    if not replies[i] then
+      local u = batch[i]
+      local asset_id = u[U_ID]
+      local key = P .. ':i:' .. asset_id
+      local resp = redis.call('JSON.RESP', key, '$')
+      local item, old = nil, nil
+      local ip = 0
+      if resp then
+        item, ip = item_of(resp[1])
+        old = {unpack(item, 1, N_FIELDS)} -- 17 values, to send only what changes
+      end
+      replies[i], item = apply(u, item, cutoff[i])
+      local now_ip = in_progress(item) and 1 or 0
+      if old == nil then
+        local doc = {pr = PROFILE, ip = now_ip}
+        for f = 1, N_FIELDS do
+          if not is_null(item[f]) then doc[NAMES[f]] = item[f] end
         end
+        doc.o = string.format('%013d:%s', 9999999999999 - item[F_LAST], asset_id)
+        redis.call('JSON.SET', key, '$', cjson.encode(doc))
+        local count = redis.call('HINCRBY', META, 'n', 1)
+        -- Past MAX_ITEMS the oldest lastWatchedAt goes, ties: the lowest assetId.
+        if count > MAX_ITEMS then
+          local oldest = search('', 'SORTBY', 't', 'ASC', 'LIMIT', 0, 1)[1]
+          local t = string.format('%d', redis.call('JSON.RESP', oldest, '$.t')[1])
+          local victim = search(' @t:[' .. t .. ' ' .. t .. ']', 'SORTBY', 'o', 'ASC',
+            'LIMIT', 0, 1)[1]
+          redis.call('DEL', victim)
+          redis.call('HSET', META, 'n', count - 1)
+        end
+      else
+        local args = {}
+        for f = 2, N_FIELDS do
+          local v = item[f]
+          if v == nil then v = NULL end
+          local was = old[f]
+          if was == nil then was = NULL end
+          local changed = v ~= was
+          if changed and type(v) == 'table' and type(was) == 'table' and #v == #was then
+            changed = false
+            for t = 1, #v do
+              if v[t] ~= was[t] then changed = true end
+            end
+          end
+          if changed then
+            args[#args + 1] = key
+            args[#args + 1] = '$.' .. NAMES[f]
+            args[#args + 1] = cjson.encode(v)
+          end
+        end
+        if item[F_LAST] ~= old[F_LAST] then
+          args[#args + 1] = key
+          args[#args + 1] = '$.o'
+          args[#args + 1] = order(item)
+        end
+        if now_ip ~= ip then
+          args[#args + 1] = key
+          args[#args + 1] = '$.ip'
+          args[#args + 1] = tostring(now_ip)
+        end
+        if #args > 0 then redis.call('JSON.MSET', unpack(args)) end
       end
     end
-    replies[i] = status
   end
   return table.concat(replies)
 end
 
-local function remove()
-  local now = now_ms()
+if OP == 'remove' or OP == 'clear' then
+  local r = rare()
+  local now, keys, mark = r.start()
+  if OP == 'remove' then
+    for k, asset_id in ipairs(keys) do keys[k] = P .. ':i:' .. asset_id end
+  else
+    local count = tonumber(redis.call('HGET', META, 'n')) or 0
+    keys = search('', 'LIMIT', 0, count + 1)
+  end
   local removed = 0
-  for a = 2, #ARGV do
-    local asset_id = ARGV[a]
+  for k, key in ipairs(keys) do
+    local t = redis.call('JSON.RESP', key, '$.t')
     local at = now
-    local item = load(asset_id)
-    if item ~= nil then
-      if item[F_LAST] > at then at = item[F_LAST] end
-      redis.call('DEL', doc_key(asset_id))
-      redis.call('HINCRBY', META, 'n', -1)
+    if t and t[1] then
+      if t[1] > at then at = t[1] end
+      redis.call('DEL', key)
       removed = removed + 1
     end
-    tombstone(asset_id, at)
+    if OP == 'remove' then r.tombstone(ARGV[k + 1], at) elseif at > mark then mark = at end
   end
-  prune_tombstones(now - TOMBSTONE_TTL_MS, false)
+  if OP == 'remove' then
+    redis.call('HINCRBY', META, 'n', -removed)
+    r.prune_tombstones(now - TOMBSTONE_TTL_MS, false)
+  else
+    redis.call('HSET', META, 'wm', string.format('%d', mark), 'n', 0)
+    r.prune_tombstones(mark, true)
+  end
   return removed
 end
 
-local function clear()
-  local wm = cutoffs({})
-  local mark = math.max(wm, now_ms())
-  local count = tonumber(redis.call('HGET', META, 'n')) or 0
-  local keys = search('', 'LIMIT', 0, count + 1)
-  for _, key in ipairs(keys) do
-    local t = time_of(key)
-    if t > mark then mark = t end
-    redis.call('DEL', key)
-  end
-  redis.call('HSET', META, 'wm', string.format('%d', mark), 'n', 0)
-  prune_tombstones(mark, true)
-  return #keys
+if OP == 'read' then
+  local keys = search(ARGV[2], 'SORTBY', 'o', 'ASC', 'LIMIT', 0, tonumber(ARGV[3]))
+  if #keys == 0 then return {} end
+  keys[#keys + 1] = '$'
+  return redis.call('JSON.MGET', unpack(keys)) -- as stored: the client decodes
 end
 
-local function read()
-  local out = {}
-  for i, key in ipairs(search(ARGV[2], 'SORTBY', 'o', 'ASC', 'LIMIT', 0, tonumber(ARGV[3]))) do
-    out[i] = redis.call('JSON.GET', key, '$') -- as stored: the client decodes
-  end
-  return out
-end
-
-if OP == 'record' then return record() end
-if OP == 'remove' then return remove() end
-if OP == 'clear' then return clear() end
-if OP == 'read' then return read() end
 return redis.error_reply('unknown operation ' .. tostring(OP))
