@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from watch_history import upgrade
-from watch_history.codec import LAYOUT
+from watch_history.codec import LAYOUT, asset_key
 from watch_history.connection import ClientType
 from watch_history.models import HistoryQuery, ProgressUpdate, Status
 from watch_history.settings import get_settings
@@ -218,6 +218,7 @@ def plant_others(store: HistoryStore) -> dict[str, str]:
         "newer layout": f"{prefix}{{newer-1}}",
         "another shape": f"{prefix}settings",
         "another prefix": f"x{prefix}{{p}}",
+        "an asset record": asset_key(prefix, "asset-1", "01AAAAAAA"),
     }
     client.set(keys["string"], "x")
     client.hset(keys["hash"], "v", "1")
@@ -228,6 +229,7 @@ def plant_others(store: HistoryStore) -> dict[str, str]:
     )
     client.execute_command("JSON.SET", keys["another shape"], "$", '{"v":1,"h":[]}')
     client.execute_command("JSON.SET", keys["another prefix"], "$", '{"v":1,"h":[]}')
+    client.set(keys["an asset record"], "match;A title")
     return keys
 
 
@@ -263,10 +265,11 @@ def expected_counts(layouts: tuple[int, ...], others: int, newer: int) -> Counts
 
 
 def planted(store: HistoryStore) -> tuple[dict[str, str], int, int]:
-    """The other keys, and how many of them the command scans (the prefix matches) as
-    not a history and as a newer layout."""
+    """The other keys, and how many of them the command scans (a profile's key: the
+    prefix, then '{') as not a history and as a newer layout."""
     others = plant_others(store)
-    return others, len(others) - 2, 1  # "another prefix" is not scanned; "newer" apart
+    unscanned = ("another prefix", "another shape", "an asset record")
+    return others, len(others) - len(unscanned) - 1, 1  # "newer" apart
 
 
 @pytest.fixture

@@ -8,8 +8,9 @@ environment: REDIS_URL and REDIS_CLUSTER locally, the MemoryDB settings in AWS),
 it lives in the layer so that a function inside the VPC can run it (``main(argv)``).
 
 - It SCANs every primary (a cluster: each primary node; standalone: the one server)
-  for keys that MATCH the key prefix and upgrades each page of keys in one pipelined
-  round trip, one script call per key (``HistoryStore.upgrade_layouts``). A key that
+  for keys that MATCH a profile's key (the prefix, then "{": not the asset records)
+  and upgrades each page of keys in one pipelined round trip, one script call per key
+  (``HistoryStore.upgrade_layouts``). A key that
   is not a history document of this store (another type, another key shape) is left
   alone and counted as skipped, as is a document of a newer layout.
 - Resumable: with ``--state PATH`` the per-node SCAN cursors, the counts so far and
@@ -247,7 +248,9 @@ class UpgradeRun:
 
     def _scan(self, name: str, node: redis.Redis) -> None:
         entry = self.state.nodes.setdefault(name, {"cursor": 0, "done": False})
-        pattern = _glob_escape(self.store.settings.key_prefix) + "*"
+        # Profiles' keys only (codec.py: "<prefix>{<profileId>}"): the asset records
+        # share the prefix, and there may be as many of them as of profiles.
+        pattern = _glob_escape(self.store.settings.key_prefix + "{") + "*"
         while not entry["done"]:
             cursor, keys = node.execute_command(
                 "SCAN", entry["cursor"], "MATCH", pattern, "COUNT", self.scan_count
