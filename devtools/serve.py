@@ -164,6 +164,7 @@ ROUTES: Final[tuple[Route, ...]] = (
     Route("PUT", "/profiles/{profileId}/history/{assetId}", WRITER),
     Route("POST", "/profiles/{profileId}/history", WRITER),
     Route("DELETE", "/profiles/{profileId}/history/{assetId}", WRITER),
+    Route("POST", "/profiles/{profileId}/history/{assetId}/dismiss", WRITER),
     Route("DELETE", "/profiles/{profileId}/history", WRITER),
 )
 

@@ -281,14 +281,18 @@ class _Scripted:
         for u in updates:
             check_id("profileId", u.profile_id)
             check_id("assetId", u.asset_id)
-        pending = list(group_by_profile(enumerate(updates)).items())
+        min_resume = self.settings.min_resume_seconds
+        pending = list(group_by_profile(enumerate(updates), min_resume).items())
         outcomes: dict[int, str] = {}
         size = self.settings.pipeline_profiles
         while pending:
             again: list[tuple[str, list[AssetGroup]]] = []
             for start in range(0, len(pending), size):
                 chunk = pending[start : start + size]
-                calls = [(p, [g.script_argument(threshold) for g in groups]) for p, groups in chunk]
+                calls = [
+                    (p, [g.script_argument(threshold, min_resume) for g in groups])
+                    for p, groups in chunk
+                ]
                 for (profile, groups), reply in zip(chunk, self.run("record", calls), strict=True):
                     split: list[AssetGroup] = []
                     for group, letter in zip(groups, reply.decode(), strict=True):

@@ -23,8 +23,9 @@ def old_script(name: str) -> str:
 
 
 def old_argument(u: ProgressUpdate, threshold: float) -> str:
-    """A collapsed update as layout 2's record_progress.lua reads it."""
-    return AssetGroup(u.profile_id, u.asset_id, [(0, u)]).script_argument(threshold)
+    """A collapsed update as layout 2's record_progress.lua reads it (its code knew no
+    start reports: a minimum resume position of 0 never makes one)."""
+    return AssetGroup(u.profile_id, u.asset_id, [(0, u)]).script_argument(threshold, 0.0)
 
 
 def old_record(

@@ -52,6 +52,7 @@ ROUTES = {
         ("PUT", "/profiles/{profileId}/history/{assetId}"),
         ("POST", "/profiles/{profileId}/history"),
         ("DELETE", "/profiles/{profileId}/history/{assetId}"),
+        ("POST", "/profiles/{profileId}/history/{assetId}/dismiss"),
         ("DELETE", "/profiles/{profileId}/history"),
     },
 }

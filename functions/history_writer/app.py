@@ -16,6 +16,8 @@ check) is ``watch_history.http_api``; the body's own errors (413, 415, 400) are 
   reason: invalid ones do not stop the others).
 - ``DELETE /profiles/{profileId}/history/{assetId}``: 204, idempotent; later-arriving
   older updates do not bring the asset back.
+- ``POST /profiles/{profileId}/history/{assetId}/dismiss``: 204, takes the asset out
+  of continue watching until it is watched again (404 when it is not in the history).
 - ``DELETE /profiles/{profileId}/history``: 204, clears everything.
 
 Errors are JSON ``{"message": "..."}``: 400 (the body cannot be read: not JSON),
@@ -303,6 +305,29 @@ def post_history(profile_id: ProfileIdParam, body: BatchBodyParam) -> Response[s
 def delete_history_item(profile_id: ProfileIdParam, asset_id: AssetIdParam) -> Response[str]:
     store = authorized_store(app, profile_id)
     store.remove(profile_id, [asset_id])
+    return _done()
+
+
+@app.post(
+    "/profiles/<profileId>/history/<assetId>/dismiss",
+    summary="Remove one asset from continue watching, keeping its history",
+    description=(
+        "The asset leaves continue watching (`status=in_progress`, collapsed or not) "
+        "until it is watched again: an update with an `eventTime` after the dismissal "
+        "brings it back. Every other lookup still returns it, with `dismissedAt`, and the "
+        "changes feed reports it. Idempotent."
+    ),
+    operation_id="dismissHistoryItem",
+    tags=["history"],
+    responses=_responses(
+        _no_content("dismissed (or was already)"),
+        {404: ("the history has no such asset", "asset ep-s02e05 is not in the history")},
+    ),
+)
+def dismiss_history_item(profile_id: ProfileIdParam, asset_id: AssetIdParam) -> Response[str]:
+    store = authorized_store(app, profile_id)
+    if not store.dismiss(profile_id, asset_id):
+        return error_response(HTTPStatus.NOT_FOUND, f"asset {asset_id} is not in the history")
     return _done()
 
 

@@ -37,7 +37,10 @@ local META = P .. ':m' -- hash: "wm" the clear-all watermark, "t:<assetId>" tomb
 local F_ID, F_LAST, F_POS, F_DUR, F_FIRST, F_DONE, F_DONE_AT, F_DEVICE = 1, 2, 3, 4, 5, 6, 7, 8
 local F_TYPE, F_SPORT, F_SERIES, F_TEAMS, F_SHOW, F_SEASON = 9, 11, 12, 13, 14, 15
 local F_DEVICE_AT = 17 -- when deviceId was named, if not at lastWatchedAt (codec.py)
-local N_FIELDS = 17
+-- update_rules.lua's resume point: when it was set and by what kind of report (the
+-- store's item table has them at the same places; 18 is its change stamp, unused here)
+local F_POS_AT, F_POS_KIND = 19, 20
+local N_FIELDS = 20
 
 local function is_null(v)
   return v == nil or v == NULL

@@ -21,9 +21,7 @@ local function apply(u, item, cutoff)
     apply_newest(item, u, cutoff)
     return 'a', item
   end
-  copy_asset_fields(item, u, true)
-  take_device(item, u, item[F_LAST])
-  item[F_DONE_AT] = completed_at(item, u, cutoff)
+  apply_older(item, u, cutoff)
   return 's', item
 end
 

@@ -32,8 +32,9 @@
 
 local PROFILE = P:match('{(.*)}$')
 -- codec.ITEM_FIELDS by their short names (loadtest/models.py SHORT_KEYS)
+-- then item.lua's positions after them (18 unused: the store's change stamp)
 local NAMES = {'id', 't', 'p', 'd', 'f', 'c', 'ca', 'dv', 'ty', 'ti', 'sp', 'se', 'tm', 'sh',
-  'sn', 'ep', 'da'}
+  'sn', 'ep', 'da', 'cs', 'pa', 'pk'}
 local POSITION = {}
 for i = 1, N_FIELDS do POSITION[NAMES[i]] = i end
 
@@ -85,7 +86,7 @@ if OP == 'record' then
       local ip = 0
       if resp then
         item, ip = item_of(resp[1])
-        old = {unpack(item, 1, N_FIELDS)} -- 17 values, to send only what changes
+        old = {unpack(item, 1, N_FIELDS)} -- its values, to send only what changes
       end
       replies[i], item = apply(u, item, cutoff[i])
       local now_ip = in_progress(item) and 1 or 0

@@ -12,6 +12,10 @@ or none; if a producer sends conflicting values for one asset, the newest record
 
 Each record still gets its own outcome (``AssetGroup.outcomes``): the one it would get
 sent alone, after the records before it.
+
+A start report below MIN_RESUME_SECONDS (``UpdateKind.START``) is never merged: its
+rule (it does not move a resume point back) weighs it against each other report, so a
+group holding one is sent record by record (``group_by_profile``).
 """
 
 from __future__ import annotations
@@ -20,12 +24,35 @@ import json
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import IntEnum
 from operator import attrgetter
 
 from watch_history.models import EventType, ProgressUpdate, RecordOutcome
 
 # The order of asset fields in a collapsed update (and in a stored item: codec.ITEM_FIELDS).
 ASSET_FIELDS = ("type", "title", "sport", "series", "teams", "show", "season", "episode")
+
+
+class UpdateKind(IntEnum):
+    """What the rules make of a report, beyond its times and position (a collapsed
+    update's ``kind``: lua/update_rules.lua's KIND_* constants)."""
+
+    ORDINARY = 0
+    COMPLETE = 1
+    """eventType ``complete`` ("mark as watched"): completed, the position at the duration."""
+    START = 2
+    """eventType ``start`` below MIN_RESUME_SECONDS: players send 0 or a few seconds
+    before they seek to the resume point, so it moves lastWatchedAt, the device and the
+    order, but not a position set by any other report."""
+
+
+def kind_of(update: ProgressUpdate, min_resume_seconds: float) -> UpdateKind:
+    """The kind of one report (``UpdateKind``)."""
+    if update.event_type is EventType.COMPLETE:
+        return UpdateKind.COMPLETE
+    if update.event_type is EventType.START and update.position < min_resume_seconds:
+        return UpdateKind.START
+    return UpdateKind.ORDINARY
 
 
 @dataclass(slots=True)
@@ -41,15 +68,19 @@ class AssetGroup:
     def indices(self) -> list[int]:
         return [index for index, _ in self.records]
 
-    def collapsed(self, completion_threshold: float) -> list[object]:
+    def collapsed(self, completion_threshold: float, min_resume_seconds: float) -> list[object]:
         """The collapsed update (``collapse``) of this group's records."""
-        return collapse([update for _, update in self.records], completion_threshold)
+        return collapse(
+            [update for _, update in self.records], completion_threshold, min_resume_seconds
+        )
 
-    def script_argument(self, completion_threshold: float) -> str:
+    def script_argument(self, completion_threshold: float, min_resume_seconds: float) -> str:
         """The collapsed update as one JSON array, asset fields as JSON values (the load
         test's models read it; the store sends ``codec.update_argument`` of it)."""
         return json.dumps(
-            self.collapsed(completion_threshold), separators=(",", ":"), ensure_ascii=False
+            self.collapsed(completion_threshold, min_resume_seconds),
+            separators=(",", ":"),
+            ensure_ascii=False,
         )
 
     def split(self) -> list[AssetGroup]:
@@ -98,10 +129,14 @@ class AssetGroup:
 
 
 def group_by_profile(
-    updates: Iterable[tuple[int, ProgressUpdate]], *, exact_outcomes: bool = False
+    updates: Iterable[tuple[int, ProgressUpdate]],
+    min_resume_seconds: float,
+    *,
+    exact_outcomes: bool = False,
 ) -> dict[str, list[AssetGroup]]:
     """Group (index, update) pairs by profile, then by asset, keeping arrival order.
 
+    A group holding a start report (``UpdateKind.START``) is split into its records.
     ``exact_outcomes``: cut each asset's group ``by_newer_records``, so that every
     record's outcome is the one it would get alone (the write API's batches); without
     it a run of records in time order is one group (the recorder's throughput)."""
@@ -112,12 +147,18 @@ def group_by_profile(
         if group is None:
             group = assets[update.asset_id] = AssetGroup(update.profile_id, update.asset_id)
         group.records.append((index, update))
-    if exact_outcomes:
-        return {
-            profile: [part for group in assets.values() for part in group.by_newer_records()]
-            for profile, assets in profiles.items()
-        }
-    return {profile: list(assets.values()) for profile, assets in profiles.items()}
+
+    def parts(group: AssetGroup) -> list[AssetGroup]:
+        if len(group.records) > 1 and any(
+            kind_of(u, min_resume_seconds) is UpdateKind.START for _, u in group.records
+        ):
+            return group.split()
+        return group.by_newer_records() if exact_outcomes else [group]
+
+    return {
+        profile: [part for group in assets.values() for part in parts(group)]
+        for profile, assets in profiles.items()
+    }
 
 
 def _asset_values(update: ProgressUpdate) -> list[object]:
@@ -141,8 +182,11 @@ _NO_ASSET: list[object] = [None] * len(ASSET_FIELDS)
 _event_time = attrgetter("event_time")
 
 
-def collapse(updates: Sequence[ProgressUpdate], completion_threshold: float) -> list[object]:
-    """One update standing for several of the same asset (see record_progress.lua's ARGV)."""
+def collapse(
+    updates: Sequence[ProgressUpdate], completion_threshold: float, min_resume_seconds: float
+) -> list[object]:
+    """One update standing for several of the same asset (see record_progress.lua's ARGV);
+    none of them a start report (``UpdateKind.START``) unless it is the only one."""
     newest = updates[0]
     newest_ms = newest.event_ms
     if len(updates) == 1:  # nothing to merge
@@ -151,7 +195,7 @@ def collapse(updates: Sequence[ProgressUpdate], completion_threshold: float) -> 
             newest_ms,
             newest.position,
             newest.duration,
-            1 if newest.event_type is EventType.COMPLETE else 0,
+            int(kind_of(newest, min_resume_seconds)),
             newest.device_id,
             *_asset_values(newest),
             newest_ms,
@@ -206,7 +250,7 @@ def collapse(updates: Sequence[ProgressUpdate], completion_threshold: float) -> 
         newest_ms,
         newest.position,
         duration,
-        1 if newest.event_type is complete else 0,
+        int(kind_of(newest, min_resume_seconds)),
         device,
         *asset,
         min(updates, key=_event_time).event_ms,

@@ -50,12 +50,16 @@ costs ~0.8k instructions, a number formatted ~4.7k, a pattern with 10 captures ~
 cjson.decode of an update ~18k; JSON.RESP of the head and front item ~22k, JSON.SET of
 an item ~27k.
 
-Forward compatibility: fields after 10 are not known to this code; every script that
-rewrites an item carries them through as they are, and an item without them means
-"unset". Their places are given now (issue 18's rules land without a layout change):
-11 dismissedAt (lastWatchedAt - it), 12 when the resume position was set (lastWatchedAt
-- it), 13 the event type that set it. A field added later goes after the last one
-given, with "absent = default".
+Then the fields of the rules that only layout 3 stores (absent: unset)::
+
+    11 lastWatchedAt - dismissedAt (dismissed from continue watching; negative: after it)
+    12 lastWatchedAt - when the resume position was set (absent: at lastWatchedAt)
+    13 the kind of report that set it (lua/update_rules.lua: 1 "complete", 2 a start
+       report below MIN_RESUME_SECONDS; absent: any other)
+
+Forward compatibility: fields after 13 are not known to this code; every script that
+rewrites an item carries them through as they are. A field added later goes after the
+last one, with "absent = default".
 
 Texts hold no character JSON escapes, so a script writes ``'"' .. text .. '"'`` and
 a reader gets the text as stored: ids and types are ``[A-Za-z0-9._:-]``, and a title
@@ -145,6 +149,8 @@ ITEM_FIELDS: Final[tuple[str, ...]] = (
 
 CHANGED_POSITION: Final = len(ITEM_FIELDS)
 """Index of the change stamp (0-based) in an item's array; Lua's F_CHANGED (1-based)."""
+DISMISSED_POSITION: Final = CHANGED_POSITION + 1
+"""Index of dismissedAt in an item's values (layout 3 only: ``item_values``)."""
 
 
 HEAD_MARK: Final = "L3,"
@@ -264,17 +270,14 @@ def _number(value: float | None) -> str:
 
 def fast_fields(collapsed: list[Any], record: tuple[str, str, str] | None) -> str:
     """What lua/fast_heartbeat.lua reads after record_progress's config (ARGV[1]) for a
-    call of one collapsed update, or '' when the update merged older records (the fast
-    path takes single records only)."""
-    asset_id, time, position, duration, complete, device = collapsed[:6]
+    call of one collapsed update, or '' when the fast path does not take it: an update
+    that merged older records, or one of a kind with a rule of its own ("complete", a
+    start report)."""
+    asset_id, time, position, duration, kind, device = collapsed[:6]
     earliest, last_completing, undecided, device_time = collapsed[14:18]
-    if record is None or earliest != time or last_completing or undecided or device_time:
+    if record is None or kind or earliest != time or last_completing or undecided or device_time:
         return ""
-    done = "1" if complete else ""
-    return (
-        f",{asset_id},{time},{_number(position)},{_number(duration)},{done},"
-        f"{device or ''},{record[1]}"
-    )
+    return f",{asset_id},{time},{_number(position)},{_number(duration)},{device or ''},{record[1]}"
 
 
 def is_layout3(head: str | bytes | None) -> bool:
@@ -294,18 +297,30 @@ def item_refs(asset_id: str, text: str) -> RecordId | None:
     return None
 
 
+_ITEM_PARTS: Final = 14
+"""The fields of a layout-3 item this code reads (the rest is one last part)."""
+
+
+def split_item(text: str) -> list[str]:
+    """A layout-3 item's fields, at least ``_ITEM_PARTS`` of them ('' where absent)."""
+    parts = text.split(",", _ITEM_PARTS)
+    if len(parts) < _ITEM_PARTS:
+        parts += [""] * (_ITEM_PARTS - len(parts))
+    return parts
+
+
 def item_asset(
     asset_id: str, parts: list[str], records: Mapping[RecordId, AssetValues | None]
 ) -> list[Any]:
-    """The asset values of a split layout-3 item: its record's, overridden by its own."""
+    """The asset values of a layout-3 item (``split_item``): its record's, overridden
+    by its own."""
     values = [None] * len(ASSET_FIELDS)
-    if len(parts) > 9 and parts[9]:
+    if parts[9]:
         found = records.get((asset_id, parts[9]))
         if found is not None:
             values = list(found)
-    if len(parts) > 10 and parts[10]:
-        kept = parts[10].split(",", 1)[0]
-        for k, t in enumerate(kept.split(";")[: len(ASSET_FIELDS)]):
+    if parts[10]:
+        for k, t in enumerate(parts[10].split(";")[: len(ASSET_FIELDS)]):
             if t:
                 values[k] = _field_value(k, t)
     return values
@@ -315,10 +330,9 @@ def item_values(
     asset_id: str, text: str, records: Mapping[RecordId, AssetValues | None]
 ) -> list[Any]:
     """A layout-3 item as values (``ITEM_FIELDS``, then the change stamp's difference
-    when it has one), its asset fields joined from ``records``."""
-    parts = text.split(",", 11)
-    if len(parts) < 11:
-        parts += [""] * (11 - len(parts))
+    (None when it has none), then dismissedAt when it has one), its asset fields joined
+    from ``records``."""
+    parts = split_item(text)
     last = int(parts[0])
     values: list[Any] = [
         asset_id,
@@ -331,15 +345,16 @@ def item_values(
         parts[6] or None,
         *item_asset(asset_id, parts, records),
         last - int(parts[7]) if parts[7] else None,
+        int(parts[8]) if parts[8] else None,
     ]
-    if parts[8]:
-        values.append(int(parts[8]))
+    if parts[11]:
+        values.append(last - int(parts[11]))
     return values
 
 
 def changed_at(values: list[Any]) -> int:
     """An item's change stamp (0 for an item written before stamps existed)."""
-    if len(values) <= CHANGED_POSITION:
+    if len(values) <= CHANGED_POSITION or values[CHANGED_POSITION] is None:
         return 0
     return int(values[1]) + int(values[CHANGED_POSITION])
 
@@ -361,6 +376,8 @@ def items_from_values(many: list[list[Any]]) -> list[HistoryItem]:
     for values in many:
         fields = dict(zip(ITEM_FIELDS, values, strict=False))
         fields.pop("device_at", None)
+        if len(values) > DISMISSED_POSITION:
+            fields["dismissed_at"] = values[DISMISSED_POSITION]
         fields["completed"] = bool(fields.get("completed"))
         progress = progress_of(fields["position"], fields.get("duration"))
         if progress is not None:
@@ -415,10 +432,14 @@ _KIND: Final = {
     "first_watched_at": _TIME,
     "last_watched_at": _TIME,
     "completed_at": _TIME,
+    "dismissed_at": _TIME,
     "completed": _FLAG,
     "progress": _PROGRESS,
 }
-_POSITION_OF: Final = {name: i for i, name in enumerate(ITEM_FIELDS)}
+_POSITION_OF: Final = {
+    **{name: i for i, name in enumerate(ITEM_FIELDS)},
+    "dismissed_at": DISMISSED_POSITION,
+}
 _POS, _DUR = _POSITION_OF["position"], _POSITION_OF["duration"]
 
 _API_FIELDS: Final[tuple[tuple[str, int, int], ...]] = tuple(

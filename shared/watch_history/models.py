@@ -323,6 +323,11 @@ class HistoryItem(_Schema):
         description="the newest eventTime recorded for it: the history's order"
     )
     device_id: str | None = Field(None, description="the device of the newest update naming one")
+    dismissed_at: Timestamp | None = Field(
+        None,
+        description="when it was removed from continue watching (POST .../dismiss): "
+        "hidden from status=in_progress while lastWatchedAt is not after it",
+    )
 
     def to_api(self) -> dict[str, Any]:
         """The item as the APIs return it: camelCase, absent fields left out."""

@@ -18,7 +18,13 @@ from typing import Any
 
 import orjson
 
-from watch_history.codec import ASSET_FIELDS, ITEM_FIELDS, item_to_api, items_from_values
+from watch_history.codec import (
+    ASSET_FIELDS,
+    DISMISSED_POSITION,
+    ITEM_FIELDS,
+    item_to_api,
+    items_from_values,
+)
 from watch_history.errors import InvalidInputError
 from watch_history.models import HistoryPage, HistoryQuery, Status
 
@@ -37,6 +43,13 @@ _SPORT, _SERIES, _TEAMS, _SHOW, _SEASON, _TYPE = (
 
 def _field(values: list[Any], index: int) -> Any:
     return values[index] if index < len(values) else None
+
+
+def is_dismissed(values: list[Any]) -> bool:
+    """Whether an item is out of continue watching: dismissed (``POST .../dismiss``) and
+    not watched since (lastWatchedAt not after dismissedAt)."""
+    dismissed = _field(values, DISMISSED_POSITION)
+    return dismissed is not None and values[_LAST] <= dismissed
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +136,7 @@ class Selection:
         self.profile_id = profile_id
         self.after = Cursor.decode(query.cursor, self.hash) if query.cursor else None
         self._checks = self._compile_checks()
+        self._continue_watching = query.status is Status.IN_PROGRESS
 
     @cached_property
     def hash(self) -> str:
@@ -213,9 +227,14 @@ class Selection:
         return last < c.last_watched_at or (last == c.last_watched_at and asset_id > c.asset_id)
 
     def scan(self, items: Iterable[list[Any]]) -> Iterator[list[Any]]:
-        """Matching items (decoded: see ``decode_all``) after the cursor, in order."""
+        """Matching items (decoded: see ``decode_all``) after the cursor, in order.
+
+        Continue watching (``status=in_progress``) leaves dismissed items out
+        (``is_dismissed``); collapsed, a dismissed item still stands for its show or
+        series, so that the rail does not bring up an older episode in its place."""
         seen_groups: set[Any] = set()
         collapse = self.query.collapse is not None
+        continue_watching = self._continue_watching
         for values in items:
             if not self.matches(values):
                 continue
@@ -224,6 +243,8 @@ class Selection:
                 if group in seen_groups:
                     continue  # an item of this show/series came earlier: it is the newest
                 seen_groups.add(group)
+            if continue_watching and is_dismissed(values):
+                continue
             if self._is_after_cursor(values):
                 yield values
 

@@ -52,6 +52,7 @@ from watch_history.codec import (
     item_refs,
     item_values,
     split_ids,
+    split_item,
     update_argument,
 )
 from watch_history.connection import ClientType
@@ -224,7 +225,10 @@ class HistoryStore:
         """
         self.check_update(update)
         group = AssetGroup(update.profile_id, update.asset_id, [(0, update)])
-        argument, named = update_argument(group.collapsed(self.settings.completion_threshold))
+        settings = self.settings
+        argument, named = update_argument(
+            group.collapsed(settings.completion_threshold, settings.min_resume_seconds)
+        )
         self._write_records([named] if named else [], _Budget())
         arguments = [self._record_config_items, argument]
         reply = self._run("record_progress", update.profile_id, arguments)
@@ -284,7 +288,9 @@ class HistoryStore:
                     result.failures[index] = exc
                 else:
                     valid.append((index, update))
-            groups = group_by_profile(valid, exact_outcomes=exact_outcomes)
+            groups = group_by_profile(
+                valid, self.settings.min_resume_seconds, exact_outcomes=exact_outcomes
+            )
             in_flight.extend(self._send(list(groups.items()), budget))
         pending = self._gather(in_flight, result)
         # A removal between the records of one collapsed update (rare) sends them again,
@@ -304,6 +310,7 @@ class HistoryStore:
         """Queue the profiles' script calls on the writer thread, a round trip per
         ``settings.pipeline_profiles`` profiles."""
         threshold = self.settings.completion_threshold
+        min_resume = self.settings.min_resume_seconds
         size = self.settings.pipeline_profiles
         sent = []
         for start in range(0, len(profiles), size):
@@ -313,7 +320,7 @@ class HistoryStore:
             for profile_id, groups in chunk:
                 arguments = [self._record_config]
                 for group in groups:
-                    collapsed = group.collapsed(threshold)
+                    collapsed = group.collapsed(threshold, min_resume)
                     argument, record = update_argument(collapsed)
                     arguments.append(argument)
                     if record is not None:
@@ -423,7 +430,7 @@ class HistoryStore:
         return [
             item_values(a, t, records)
             for a, t in pairs
-            if asset_filter(item_asset(a, t.split(",", 11), records))
+            if asset_filter(item_asset(a, split_item(t), records))
         ]
 
     @staticmethod
@@ -479,6 +486,13 @@ class HistoryStore:
             return 0
         ttl_ms = int(self.settings.tombstone_ttl_days * _DAY_MS)
         return int(self._run("remove_asset", profile_id, [json.dumps([ttl_ms]), *ids]))
+
+    def dismiss(self, profile_id: str, asset_id: str) -> bool:
+        """Take an asset out of continue watching until it is watched again
+        (lua/dismiss_asset.lua; the rule: ``query.is_dismissed``). Idempotent. False when
+        the history has no such item."""
+        check_id("assetId", asset_id)
+        return bool(self._run("dismiss_asset", profile_id, [asset_id]))
 
     def clear(self, profile_id: str) -> int:
         """Remove every item (one watermark: updates at or before it are ignored).

@@ -26,6 +26,11 @@ local N_FIELDS = 17
 -- After the N_FIELDS fields: the change stamp minus lastWatchedAt (nil: none, an item
 -- written before change stamps existed).
 local F_CHANGED = N_FIELDS + 1
+-- Then what only layout 3 stores, times absolute here (codec.py: fields 11-13):
+-- when the resume position was set (nil: at lastWatchedAt) and by what kind of report
+-- (update_rules.lua's KIND_*; nil: an ordinary one); when it was dismissed from continue
+-- watching (nil: never).
+local F_POS_AT, F_POS_KIND, F_DISMISSED = 19, 20, 21
 local N_ASSET = 8 -- F_TYPE .. F_EPISODE (codec.ASSET_FIELDS)
 
 -- An asset field whose value is the item's asset record's (item.ref): the script does
@@ -68,7 +73,7 @@ local function fields_of(text, n)
 end
 
 -- --- layout 3's item text (codec.py, "The item") -------------------------------------
-local I_KNOWN = 11 -- fields this code knows; later ones are carried through as they are
+local I_KNOWN = 14 -- fields this code knows; later ones are carried through as they are
 
 -- The asset fields an item keeps itself (not its record's): 8 ';'-separated texts,
 -- '' where the record's value (or none) stands.
@@ -104,6 +109,9 @@ local function item_of(asset_id, text)
     end
   end
   if f[11] ~= '' then inline_of(f[11], item) end
+  if f[12] ~= '' then item[F_DISMISSED] = last - tonumber(f[12]) end
+  if f[13] ~= '' then item[F_POS_AT] = last - tonumber(f[13]) end
+  if f[14] ~= '' then item[F_POS_KIND] = tonumber(f[14]) end
   item.rest = rest
   return item
 end
@@ -142,6 +150,9 @@ local function item_text(item)
     (changed == nil or changed == NULL) and '' or fmt(changed),
     item.ref or '',
     inline,
+    opt_delta(last, item[F_DISMISSED]),
+    opt_delta(last, item[F_POS_AT]),
+    is_null(item[F_POS_KIND]) and '' or fmt(item[F_POS_KIND]),
   }, ',')
   if item.rest ~= nil then return text .. ',' .. item.rest end
   return (string.gsub(text, ',+$', ''))

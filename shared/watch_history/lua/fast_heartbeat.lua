@@ -5,27 +5,29 @@
 -- every call: each function it defines costs the call a closure).
 --
 -- It handles a call only when the client marked it (ARGV[1] carries the update's
--- fields after the config: one update, a single record: no older records merged), the
+-- fields after the config: one update, a single record: no older records merged, an
+-- ordinary report: not "complete", not a start report below MIN_RESUME_SECONDS), the
 -- document has no tombstone, and the item is stored with the same device (named at its
 -- lastWatchedAt), the same asset record and nothing kept in the item itself (exactly
--- 10 fields), and the update is newer than the front item (a moved item goes to the
--- front). For that case the rules of update_rules.lua come down to: the update's state
--- (time, position, duration if it has one), firstWatchedAt kept, completed by the event
--- or the threshold, completedAt the update's time if it completes, else kept; device
--- and asset record unchanged. Anything else falls through to the general path
+-- 10 fields: nothing dismissed, a position set at lastWatchedAt by an ordinary report),
+-- and the update is newer than the front item (a moved item goes to the front). For
+-- that case the rules of update_rules.lua come down to: the update's state (time,
+-- position, duration if it has one), firstWatchedAt kept, completed by the threshold,
+-- completedAt the update's time if it completes, else kept; device and asset record
+-- unchanged. Anything else falls through to the general path
 -- (common.lua, update_rules.lua, record_progress.lua), which starts again from the head
 -- read here. The property tests hold both paths to the model (tests/model.py), and
 -- tests/test_store_rules.py holds their stored texts equal.
 --
 -- ARGV[1]: "threshold,maxItems,returnItems" (record_progress.lua), then, when marked,
--- ",assetId,time,position,duration,complete,deviceId,assetRecord" (texts as stored:
--- numbers with 14 significant digits, '' when unset, complete '1' or '').
+-- ",assetId,time,position,duration,deviceId,assetRecord" (texts as stored: numbers with
+-- 14 significant digits, '' when unset).
 
 local FAST_GOT = redis.call('JSON.RESP', KEYS[1], '$.h[0:2]') or {}
 local fast_done = nil
 do
-  local thr, id, time, pos, dur, complete, device, ref = string.match(ARGV[1],
-    '^([^,]*),[^,]*,0,([^,]*),([^,]*),([^,]*),([^,]*),([^,]*),([^,]*),([^,]*)$')
+  local thr, id, time, pos, dur, device, ref = string.match(ARGV[1],
+    '^([^,]*),[^,]*,0,([^,]*),([^,]*),([^,]*),([^,]*),([^,]*),([^,]*)$')
   local h0, text = FAST_GOT[1], FAST_GOT[2]
   local ITEM = '^([^,]*),([^,]*),([^,]*),([^,]*),([^,]*),([^,]*),([^,]*),([^,]*),([^,]*),([^,]*)$'
   if ref ~= nil and ref ~= '' and text ~= nil and #ARGV == 2 then
@@ -66,8 +68,7 @@ do
         local first = lastn - (fd == '' and 0 or tonumber(fd))
         if dur == '' then dur = sdur end
         local durn = tonumber(dur)
-        local completes = complete == '1'
-          or (durn ~= nil and durn > 0 and tonumber(pos) >= tonumber(thr) * durn)
+        local completes = durn ~= nil and durn > 0 and tonumber(pos) >= tonumber(thr) * durn
         if completes then
           done_at = '0'
         elseif done_at ~= '' then

@@ -4,10 +4,12 @@
 -- ARGV[1]: "completionThreshold,maxItems,returnItems (0|1)" (then fast_heartbeat.lua's
 --   fields, when the client marked the call for it)
 -- ARGV[2..]: one JSON array per asset: a coalesced update (coalesce.py builds them):
---   [assetId, newestTime, position, duration|null, complete (0|1), deviceId|null,
+--   [assetId, newestTime, position, duration|null, kind (0|1|2), deviceId|null,
 --    type, title, sport, series, teams, show, season, episode,   -- asset fields or null
 --    earliestTime, lastCompletingTime|null, undecided|null, deviceTime|null,
 --    assetRecord|null]
+--   kind: the newest record's (update_rules.lua: 1 "complete", 2 a start report below
+--   MIN_RESUME_SECONDS, which is never merged with other records; 0 any other).
 --   The asset fields are layout 3's texts (codec.py: asset_text) and assetRecord the
 --   version of the asset record that holds exactly them (the client wrote it before
 --   this call; settle_assets in common.lua decides whether the item names it);
@@ -19,8 +21,9 @@
 -- Returns, with returnItems = 1: one {status, itemText|false} per update; else ONE
 -- string of status letters, one per update (a reply the client parses in one go):
 --   "a" applied  newer than what was stored: the item now reflects it
---   "s" stale    not newer (duplicate, replay, late): only firstWatchedAt, completedAt
---                and missing asset fields may have been filled in
+--   "s" stale    not newer (duplicate, replay, late): only firstWatchedAt, completedAt,
+--                missing asset fields and a resume point over a start report's may
+--                have been filled in
 --   "i" ignored  at or before a removal/clear of the asset: nothing changed
 --   "x" split    a removal falls between the records merged into this update: nothing
 --                changed; the caller sends those records one by one instead.
@@ -115,12 +118,9 @@ for a = 2, #ARGV do
         end
         status = 'a'
       else
-        -- Stale: the stored state stays; older records may still tell when it was
-        -- first watched, that it was completed back then, and fill missing fields.
+        -- Stale (update_rules.lua: apply_older).
         local before = item_text(item)
-        copy_asset_fields(item, u, true)
-        take_device(item, u, item[F_LAST])
-        item[F_DONE_AT] = completed_at(item, u, cutoff)
+        apply_older(item, u, cutoff)
         settle_assets(item, u)
         if item_text(item) ~= before or item[F_FIRST] ~= first_before then
           stamp_item(item)
