@@ -27,7 +27,7 @@ from tests.layout2 import old_record, to_layout_1
 from tests.model import HistoryModel
 from watch_history.codec import ITEM_FIELDS, Head, split_ids
 from watch_history.errors import InvalidInputError, StaleUpdateError, StoreUnavailableError
-from watch_history.models import EventType, HistoryQuery, ProgressUpdate, epoch_ms
+from watch_history.models import EventType, HistoryItem, HistoryQuery, ProgressUpdate, epoch_ms
 from watch_history.settings import Settings
 from watch_history.store import _LUA, HistoryStore, RecordOutcome, _script
 
@@ -158,6 +158,139 @@ def test_in_progress_needs_the_minimum_resume_position(
     assert [i.asset_id for i in in_progress] == ["resumable"]
     everything = store.query(profile_id, HistoryQuery()).items
     assert {i.asset_id for i in everything} == {"barely", "resumable", "finished"}
+
+
+# --- rule 3: start reports and mark as watched ------------------------------------------------
+
+
+@pytest.mark.parametrize("order", ["in order", "start report first"])
+def test_a_start_report_keeps_the_resume_point_whatever_the_order(
+    store: HistoryStore, profile_id: str, order: str
+):
+    """A player reports 0 before it seeks to the resume point: the point stays, while
+    lastWatchedAt, the device and the order move. The next heartbeat is the real one."""
+    t = NOW - timedelta(hours=2)
+    paused = update(profile_id, "ep-5", t, 1843.0, 2633.0, event_type="pause", device_id="tv")
+    started = update(
+        profile_id, "ep-5", t + timedelta(hours=1), 0.0, 2633.0, event_type="start", device_id="web"
+    )
+    reports = [paused, started] if order == "in order" else [started, paused]
+    for u in reports:
+        with contextlib.suppress(StaleUpdateError):
+            store.record_progress(u)
+    item = store.get_item(profile_id, "ep-5")
+    assert item is not None
+    assert (item.position, item.last_watched_at, item.device_id) == (
+        1843.0,
+        started.event_time,
+        "web",
+    )
+    assert [i.asset_id for i in store.continue_watching(profile_id).items] == ["ep-5"]
+
+    seek = update(profile_id, "ep-5", t + timedelta(hours=1, seconds=5), 4.0, 2633.0)
+    assert store.record_progress(seek).position == 4.0  # a heartbeat: what the viewer did
+
+
+def test_a_start_report_at_or_past_the_minimum_is_a_resume_point(
+    store: HistoryStore, profile_id: str
+):
+    t = NOW - timedelta(hours=2)
+    store.record_progress(update(profile_id, "m", t, 1843.0))
+    resumed = update(profile_id, "m", t + timedelta(hours=1), 600.0, event_type="start")
+    assert store.record_progress(resumed).position == 600.0
+    fresh = update(profile_id, "new", t, 0.0, event_type="start")
+    assert store.record_progress(fresh).position == 0.0  # nothing else known: it is the point
+
+
+def test_mark_as_watched_stands_at_the_duration(store: HistoryStore, profile_id: str):
+    t = NOW - timedelta(hours=2)
+    store.record_progress(update(profile_id, "ep", t, 1843.0, 2633.0))
+    marked = update(profile_id, "ep", t + timedelta(hours=1), 0.0, None, event_type="complete")
+    item = store.record_progress(marked)
+    assert (item.position, item.progress, item.completed) == (2633.0, 1.0, True)
+
+
+def test_mark_as_watched_without_a_duration_keeps_the_position_until_one_arrives(
+    store: HistoryStore, profile_id: str
+):
+    t = NOW - timedelta(hours=2)
+    marked = update(profile_id, "doc", t, 0.0, None, event_type="complete")
+    item = store.record_progress(marked)
+    assert (item.position, item.progress, item.completed) == (0.0, None, True)
+    late = update(profile_id, "doc", t - timedelta(minutes=5), 300.0, 3600.0)
+    with pytest.raises(StaleUpdateError) as stale:
+        store.record_progress(late)  # older: it only brings the duration
+    item = stale.value.item
+    assert isinstance(item, HistoryItem)
+    assert (item.position, item.progress, item.completed) == (3600.0, 1.0, True)
+
+
+# --- dismissed from continue watching ---------------------------------------------------------
+
+
+def test_a_dismissed_item_leaves_continue_watching_until_it_is_watched_again(
+    store: HistoryStore, profile_id: str
+):
+    t = NOW - timedelta(hours=2)
+    store.record_batch(
+        [
+            update(profile_id, "a", t, 600.0),
+            update(profile_id, "b", t + timedelta(seconds=1), 600.0),
+        ]
+    )
+    before = store.changes(profile_id)
+
+    assert store.dismiss(profile_id, "a") is True
+    assert [i.asset_id for i in store.continue_watching(profile_id).items] == ["b"]
+    everything = {i.asset_id: i for i in store.query(profile_id, HistoryQuery()).items}
+    dismissed_at = everything["a"].dismissed_at
+    assert dismissed_at is not None
+    assert dismissed_at >= NOW
+    assert everything["b"].dismissed_at is None
+    changes = store.changes(profile_id, before.next_token)
+    assert [i.asset_id for i in changes.items] == ["a"]
+
+    assert store.dismiss(profile_id, "a") is True  # idempotent: nothing changes
+    assert store.changes(profile_id, changes.next_token).items == []
+    late = update(profile_id, "a", t + timedelta(seconds=2), 700.0)  # sent before the dismissal
+    store.record_progress(late)
+    assert [i.asset_id for i in store.continue_watching(profile_id).items] == ["b"]
+
+    resumed = update(profile_id, "a", datetime.now(UTC) + timedelta(seconds=5), 800.0)
+    store.record_progress(resumed)
+    assert [i.asset_id for i in store.continue_watching(profile_id).items] == ["a", "b"]
+
+
+def test_dismissing_an_asset_not_in_the_history_changes_nothing(
+    store: HistoryStore, profile_id: str
+):
+    assert store.dismiss(profile_id, "nothing") is False
+    assert not store.client.exists(store.key(profile_id))
+    store.record_progress(update(profile_id, "a", NOW - timedelta(hours=1), 600.0))
+    before = document(store, profile_id)
+    assert store.dismiss(profile_id, "b") is False
+    assert document(store, profile_id) == before
+
+
+def test_a_dismissed_episode_takes_its_show_out_of_the_collapsed_rail(
+    store: HistoryStore, profile_id: str
+):
+    t = NOW - timedelta(hours=2)
+    show = {"type": "episode", "show": "the-crown"}
+    store.record_batch(
+        [
+            update(profile_id, "ep-3", t, 600.0, asset=show),
+            update(profile_id, "ep-5", t + timedelta(seconds=1), 600.0, asset=show),
+            update(profile_id, "film", t + timedelta(seconds=2), 600.0),
+        ]
+    )
+    rail = HistoryQuery(status="in_progress", collapse="show")
+    assert [i.asset_id for i in store.query(profile_id, rail).items] == ["film", "ep-5"]
+    store.dismiss(profile_id, "ep-5")
+    assert [i.asset_id for i in store.query(profile_id, rail).items] == ["film"]
+    # not collapsed, the older episode is its own entry
+    in_progress = store.continue_watching(profile_id).items
+    assert [i.asset_id for i in in_progress] == ["film", "ep-3"]
 
 
 # --- rule 4: removal and tombstones -----------------------------------------------------------
@@ -479,6 +612,57 @@ def test_collapsed_batches_equal_one_by_one_with_removals_in_between(
             model.tombstones[victim] = doc["tts"][doc["tid"].index(victim)]
             model.items.pop(victim, None)
     assert items(store, profile) == model.ordered()
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=list(HealthCheck))
+@given(data=st.data(), updates=update_sets())
+def test_dismissals_between_batches_follow_the_model(
+    make_store: Callable[..., HistoryStore],
+    profile_id: str,
+    data: st.DataObject,
+    updates: list[ProgressUpdate],
+):
+    """Batches with dismissals between them, the updates around the server's now: some
+    dated before a dismissal (sent before it, arriving late), some after it (the viewer
+    resumed). The history, dismissedAt included, and continue watching are the model's."""
+    store = make_store(max_future_skew_seconds=86_400)  # times up to 23.5 h ahead
+    profile = f"{profile_id}-{uuid.uuid4().hex[:8]}"
+    now = datetime.now(UTC)
+    shifted = [
+        u.model_copy(
+            update={
+                "profile_id": profile,
+                "event_time": u.event_time + (now - NOW) + timedelta(hours=23, minutes=30),
+            }
+        )
+        for u in updates
+    ]
+    shifted = data.draw(st.permutations(shifted))
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(shifted)), min_size=1, max_size=3)))
+    model = HistoryModel(
+        threshold=store.settings.completion_threshold,
+        min_resume=store.settings.min_resume_seconds,
+    )
+    start = 0
+    for cut in [*cuts, len(shifted)]:
+        batch = shifted[start:cut]
+        assert not store.record_batch(batch).failures
+        for u in batch:
+            model.apply(u)
+        start = cut
+        for victim in data.draw(st.lists(st.sampled_from(ASSETS), max_size=2)):
+            assert store.dismiss(profile, victim) is (victim in model.items)
+            stored = store.get_item(profile, victim)
+            if stored is not None:
+                assert stored.dismissed_at is not None
+                model.dismiss(victim, epoch_ms(stored.dismissed_at))  # the server's clock
+    assert items(store, profile) == model.ordered()
+    expected = [
+        item.to_api()
+        for item in sorted(model.items.values(), key=lambda i: (-i.last, i.asset_id))
+        if item.in_continue_watching(model.min_resume)
+    ]
+    assert [i.to_api() for i in store.continue_watching(profile, limit=100).items] == expected
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
