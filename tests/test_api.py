@@ -53,6 +53,7 @@ ROUTES = {
     ("PUT", "/profiles/{profileId}/history/{assetId}"): "http_put_item.json",
     ("POST", "/profiles/{profileId}/history"): "http_post_batch.json",
     ("DELETE", "/profiles/{profileId}/history/{assetId}"): "http_delete_item.json",
+    ("POST", "/profiles/{profileId}/history/{assetId}/dismiss"): "http_post_dismiss.json",
     ("DELETE", "/profiles/{profileId}/history"): "http_delete_history.json",
 }
 
@@ -157,6 +158,20 @@ def test_ids_are_percent_decoded_once_on_every_route(
     status, _, _ = call(
         apps,
         event(
+            "POST",
+            "/profiles/{profileId}/history/{assetId}/dismiss",
+            profile,
+            asset,
+            decoded_path=decoded_path,
+        ),
+    )
+    assert status == 204
+    dismissed = store.get_item(profile, asset)
+    assert dismissed is not None
+    assert dismissed.dismissed_at is not None
+    status, _, _ = call(
+        apps,
+        event(
             "DELETE",
             "/profiles/{profileId}/history/{assetId}",
             profile,
@@ -241,6 +256,53 @@ def test_a_token_the_history_no_longer_covers_is_410(
     assert "call without since" in body["message"]
 
 
+# --- dismiss from continue watching --------------------------------------------------
+
+
+def test_dismiss_hides_from_continue_watching_until_watched_again(
+    apps: dict[str, ModuleType], store: HistoryStore
+) -> None:
+    profile = f"p-{uuid.uuid4().hex[:8]}"
+    item = "/profiles/{profileId}/history/{assetId}"
+    history = "/profiles/{profileId}/history"
+    for asset in ("a", "b"):
+        call(apps, event("PUT", item, profile, asset, body=put_body()))
+    token = call(apps, event("GET", f"{history}/changes", profile))[2]["nextToken"]
+
+    dismiss = event("POST", f"{item}/dismiss", profile, "a")
+    status, headers, body = call(apps, dismiss)
+    assert (status, body, headers["Cache-Control"]) == (204, None, "no-store")
+    assert call(apps, dismiss)[0] == 204  # idempotent
+
+    rail = call(apps, event("GET", history, profile, query="status=in_progress"))[2]
+    assert [i["assetId"] for i in rail["items"]] == ["b"]
+    everything = call(apps, event("GET", history, profile))[2]
+    assert {i["assetId"]: "dismissedAt" in i for i in everything["items"]} == {
+        "a": True,
+        "b": False,
+    }
+    changes = call(apps, event("GET", f"{history}/changes", profile, query=f"since={token}"))[2]
+    assert [i["assetId"] for i in changes["items"]] == ["a"]
+    assert "dismissedAt" in changes["items"][0]
+
+    resumed = put_body(eventTime=(LATER + timedelta(seconds=1)).isoformat())
+    call(apps, event("PUT", item, profile, "a", body=resumed))
+    rail = call(apps, event("GET", history, profile, query="status=in_progress"))[2]
+    assert [i["assetId"] for i in rail["items"]] == ["a", "b"]
+
+
+def test_dismissing_an_asset_not_in_the_history_is_404(
+    apps: dict[str, ModuleType], store: HistoryStore
+) -> None:
+    profile = f"p-{uuid.uuid4().hex[:8]}"
+    status, _, body = call(
+        apps, event("POST", "/profiles/{profileId}/history/{assetId}/dismiss", profile, "nope")
+    )
+    assert status == 404
+    assert body == {"message": "asset nope is not in the history"}
+    assert not store.client.exists(store.key(profile))
+
+
 # --- writes say what they did ---------------------------------------------------------
 
 
@@ -256,6 +318,25 @@ def test_the_put_says_its_outcome(apps: dict[str, ModuleType], store: HistorySto
     late = put_body(eventTime=(datetime.now(UTC) - timedelta(hours=1)).isoformat())
     status, headers, _ = call(apps, event("PUT", item, profile, "b", body=late))
     assert (status, headers["X-Update-Outcome"]) == (409, "ignored")
+
+
+def test_mark_watched_keeps_the_known_duration_as_the_position(
+    apps: dict[str, ModuleType], store: HistoryStore
+) -> None:
+    """The README's example: a watched title shows as watched, not as not started."""
+    profile = f"p-{uuid.uuid4().hex[:8]}"
+    item = "/profiles/{profileId}/history/{assetId}"
+    watching = {"position": 1843, "duration": 2633, "eventTime": LATER.isoformat()}
+    call(apps, event("PUT", item, profile, "ep-s02e05", body=watching))
+    later = (LATER + timedelta(seconds=1)).isoformat()
+    status, _, body = call(
+        apps,
+        event(
+            "PUT", item, profile, "ep-s02e05", body={"eventType": "complete", "eventTime": later}
+        ),
+    )
+    assert status == 200
+    assert (body["completed"], body["position"], body["progress"]) == (True, 2633.0, 1.0)
 
 
 def test_mark_watched_without_a_position_at_a_given_time(

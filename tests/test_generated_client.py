@@ -143,6 +143,13 @@ def test_a_generated_client_puts_gets_batches_and_syncs(
     assert [i.asset_id for i in page.items] == ["ep-2"]
     assert isinstance(page.next_cursor, str)
 
+    # out of continue watching, still in the history: 204, and the item says when
+    dismiss = operation("dismiss_history_item")
+    assert dismiss.sync_detailed(profile_id, "ep-2", client=client).status_code == 204
+    dismissed = get_history_item.sync(profile_id, "ep-2", client=client)
+    assert isinstance(dismissed, models.HistoryItem)
+    assert isinstance(dismissed.dismissed_at, str)
+
     # a value that breaks a rule parses as the documented 422 body
     invalid = list_history.sync_detailed(profile_id, client=client, limit=0)
     assert invalid.status_code == 422
@@ -159,5 +166,6 @@ def test_the_generated_client_has_the_documented_operations(client_package: Modu
         "put_progress",
         "post_progress_batch",
         "delete_history_item",
+        "dismiss_history_item",
         "clear_history",
     }

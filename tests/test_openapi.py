@@ -134,6 +134,7 @@ def test_operation_ids_are_the_names_a_person_would_write(generated: str) -> Non
         "putProgress",
         "postProgressBatch",
         "deleteHistoryItem",
+        "dismissHistoryItem",
         "clearHistory",
     }
 

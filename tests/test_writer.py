@@ -27,6 +27,13 @@ from watch_history.store import HistoryStore
 
 PROFILE = "demo-profile-1"
 ASSET = "ipl-2026-m01"
+# The writes of one profile's history (events/), each as the app sends it.
+WRITE_EVENTS = [
+    "http_put_item.json",
+    "http_delete_item.json",
+    "http_post_dismiss.json",
+    "http_delete_history.json",
+]
 
 # --- fixtures -------------------------------------------------------------------------
 
@@ -206,9 +213,7 @@ def test_delete_history_clears_everything(writer: ModuleType, store: HistoryStor
 # --- authorization --------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "name", ["http_put_item.json", "http_delete_item.json", "http_delete_history.json"]
-)
+@pytest.mark.parametrize("name", WRITE_EVENTS)
 def test_missing_claims_are_401_and_another_profile_is_403(
     writer: ModuleType, store: HistoryStore, name: str
 ) -> None:
@@ -348,9 +353,7 @@ def test_an_unknown_route_is_a_json_404(writer: ModuleType, store: HistoryStore)
 # --- the store is down ----------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "name", ["http_put_item.json", "http_delete_item.json", "http_delete_history.json"]
-)
+@pytest.mark.parametrize("name", WRITE_EVENTS)
 def test_an_unreachable_store_is_503_with_retry_after(writer: ModuleType, name: str) -> None:
     settings = Settings(
         redis_url="redis://127.0.0.1:1", redis_cluster=False, key_prefix="down:"
