@@ -220,9 +220,9 @@ def test_mark_as_watched_without_a_duration_keeps_the_position_until_one_arrives
     late = update(profile_id, "doc", t - timedelta(minutes=5), 300.0, 3600.0)
     with pytest.raises(StaleUpdateError) as stale:
         store.record_progress(late)  # older: it only brings the duration
-    item = stale.value.item
-    assert isinstance(item, HistoryItem)
-    assert (item.position, item.progress, item.completed) == (3600.0, 1.0, True)
+    stored = stale.value.item
+    assert isinstance(stored, HistoryItem)
+    assert (stored.position, stored.progress, stored.completed) == (3600.0, 1.0, True)
 
 
 # --- dismissed from continue watching ---------------------------------------------------------
