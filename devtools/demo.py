@@ -556,15 +556,15 @@ def _api_tour(
     report.say(f"Mark {MARKED_WATCHED} as watched (writer, PUT with eventType complete):")
     duration = next((i.get("duration") for i in episodes if i["assetId"] == MARKED_WATCHED), 3000)
     status, item, _ = api.call(
-        "PUT",
-        f"{base}/{MARKED_WATCHED}",
-        body={"position": duration, "duration": duration, "eventType": "complete"},
-        claims=claims,
+        "PUT", f"{base}/{MARKED_WATCHED}", body={"eventType": "complete"}, claims=claims
     )
     report.check(
-        "PUT: 200 with the item, completed",
-        status == 200 and bool(item) and item.get("completed") is True,
-        f"HTTP {status}",
+        "PUT: 200 with the item, completed, at its stored duration",
+        status == 200
+        and bool(item)
+        and item.get("completed") is True
+        and (item.get("position"), item.get("progress")) == (duration, 1.0),
+        f"HTTP {status}, position {item.get('position') if item else None}",
     )
 
     report.say()
@@ -622,6 +622,7 @@ def _api_tour(
         f"HTTP {status}, changed {changed}, removed {delta['removed']}",
     )
     _batch_write(report, api, base=base, claims=claims, token=str(delta.get("nextToken", "")))
+    _dismiss(report, api, base=base, claims=claims)
 
     report.say()
     report.say("Authorization (JWT claims from the authorizer):")
@@ -629,6 +630,28 @@ def _api_tour(
     report.check("another profile: 403", status == 403, f"HTTP {status}")
     status, _, _ = api.call("GET", base, claims=None)
     report.check("no claims: 401", status == 401, f"HTTP {status}")
+
+
+def _dismiss(report: Report, api: Api, *, base: str, claims: Mapping[str, Any]) -> None:
+    """ "Remove from continue watching" without losing the history."""
+    in_progress = [("status", "in_progress"), ("limit", "50")]
+    _, page, _ = api.call("GET", base, query=in_progress, claims=claims)
+    rail = [i["assetId"] for i in (page or {}).get("items", [])]
+    if not rail:
+        report.check("continue watching has an item to dismiss", False, "the rail is empty")
+        return
+    report.say()
+    report.say(f"Remove {rail[0]} from continue watching, keeping its history (writer, POST):")
+    status, _, _ = api.call("POST", f"{base}/{rail[0]}/dismiss", claims=claims)
+    _, page, _ = api.call("GET", base, query=in_progress, claims=claims)
+    after = [i["assetId"] for i in (page or {}).get("items", [])]
+    _, item, _ = api.call("GET", f"{base}/{rail[0]}", claims=claims)
+    report.say(f"  continue watching: {', '.join(after[:5]) or '-'}")
+    report.check(
+        "dismiss: 204, out of continue watching, still in the history with dismissedAt",
+        status == 204 and after == rail[1:] and bool(item) and "dismissedAt" in item,
+        f"HTTP {status}, rail {after[:3]}",
+    )
 
 
 def _batch_write(

@@ -1,5 +1,5 @@
 -- Record progress updates for one profile: the rules of the data model, applied
--- atomically (see README "Data model and rules" and store.HistoryStore.record_progress).
+-- atomically (docs/data-model.md "The rules", and store.HistoryStore.record_progress).
 --
 -- ARGV[1]: "completionThreshold,maxItems,returnItems (0|1)" (then fast_heartbeat.lua's
 --   fields, when the client marked the call for it)

@@ -1,5 +1,5 @@
--- The rules that apply one collapsed update to one item (README "Data model and
--- rules", 2-3): the newest record wins, completion and completedAt, asset fields, the
+-- The rules that apply one collapsed update to one item (docs/data-model.md, rules
+-- 2-3): the newest record wins, completion and completedAt, asset fields, the
 -- device. Pure functions on the item table (positions of codec.ITEM_FIELDS, 1-based)
 -- and the collapsed update (coalesce.py builds it; record_progress.lua's ARGV says its
 -- layout). One copy for every script that applies updates: record_progress.lua (store.py
@@ -76,7 +76,7 @@ local function take_device(item, u, new_last)
   if stored_at == nil or stored_at == new_last then item[F_DEVICE_AT] = NULL else item[F_DEVICE_AT] = stored_at end
 end
 
--- The resume point (rules 3 and 7): the position, and the completion, of the report
+-- The resume point (docs/data-model.md, rule 3): the position, and the completion, of the report
 -- that counts most. A start report below MIN_RESUME_SECONDS counts least: players send
 -- position 0 before they seek to the resume point, so it never replaces the position of
 -- any other report, whatever their order; among reports of one strength the newest
