@@ -1,4 +1,4 @@
-"""The apps' API as they call it (issue 11): sync, batches, outcomes, marking as
+"""The apps' API as they call it: sync, batches, outcomes, marking as
 watched, ids in paths, one error shape. Through the real handlers, on HTTP API 2.0
 events built from events/ (the shapes API Gateway sends), on both engines.
 """

@@ -1,7 +1,7 @@
 """The read API's fast shaping (codec.item_to_api, serialize) says what the models say.
 
 The pages and the changes feed are written straight from the stored arrays, without
-building a HistoryItem per item (issue 12). HistoryItem stays the schema: these tests
+building a HistoryItem per item. HistoryItem stays the schema: these tests
 fail if the two ways ever disagree on any field, for any stored item, or if the body
 text changes under orjson.
 """
@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from watch_history.codec import (
     CHANGED_POSITION,
+    DISMISSED_POSITION,
     ITEM_FIELDS,
     item_from_values,
     item_to_api,
@@ -36,8 +37,9 @@ maybe = st.one_of  # maybe(st.none(), x): a field that may be null
 
 @st.composite
 def stored_items(draw: st.DrawFn) -> list[Any]:
-    """An item's array as the scripts store it: every field, then maybe the change
-    stamp; or, as written before stamps existed, with its trailing nulls left out."""
+    """An item's values as the store decodes them: every field, then maybe the change
+    stamp and, for a layout-3 item, maybe dismissedAt (after the stamp or a None for
+    it); or, as written before stamps existed, with its trailing nulls left out."""
     values: list[Any] = [
         draw(ids),  # asset_id
         draw(times),  # last_watched_at
@@ -59,7 +61,10 @@ def stored_items(draw: st.DrawFn) -> list[Any]:
     ]
     assert len(values) == len(ITEM_FIELDS) == CHANGED_POSITION
     if draw(st.booleans()):
-        values.append(draw(st.integers(0, 10**6)))  # the change stamp
+        values.append(draw(maybe(st.none(), st.integers(0, 10**6))))  # the change stamp
+        if draw(st.booleans()):
+            values.append(draw(times))  # dismissed_at
+            assert len(values) == DISMISSED_POSITION + 1
     else:
         while values and values[-1] is None:
             values.pop()

@@ -3,7 +3,7 @@
 Every filter and every combination of them, ordering, keyset pagination (also while
 writes happen between pages), collapse, and the prefix read. The expected results come
 from a plain-Python oracle over the full, unfiltered history, written from the rules in
-issue 4 (not from query.py).
+docs/api.md (not from query.py).
 """
 
 from __future__ import annotations
@@ -98,7 +98,7 @@ def read_all(store: HistoryStore, profile_id: str, query: HistoryQuery) -> list[
 
 
 def selects(item: HistoryItem, q: HistoryQuery) -> bool:
-    """Whether the query's filters (not collapse) select the item: issue 4's rules."""
+    """Whether the query's filters (not collapse) select the item, as docs/api.md says."""
     checks = [
         q.asset_ids is None or item.asset_id in q.asset_ids,
         q.sport is None or item.sport == q.sport,

@@ -64,7 +64,7 @@ class HistoryResolver(APIGatewayHttpResolver):
 # Powertools' request validation (3.37) asks, on every request and for every declared
 # query parameter and header, whether it is a scalar (``is_scalar_field`` walks the
 # parameter's annotation through typing and pydantic: about a fifth of a reader request
-# outside the store, issue 12). The answer depends on the route's declaration only, so
+# outside the store, docs/speed.md). The answer depends on the route's declaration only, so
 # it is computed once per parameter here; validation itself is unchanged. Hand-written:
 # Powertools has no option for it. The cache holds each field (module-level routes,
 # never freed), so an id is never reused.
@@ -188,7 +188,7 @@ def documented_responses(
 def serialize(payload: Any) -> str:
     """A JSON body exactly as it is sent (compact, UTF-8 as is).
 
-    orjson: 6 against 87 µs for a 20-item page (issue 12, docs/speed.md). The text is the
+    orjson: 6 against 87 µs for a 20-item page (docs/speed.md). The text is the
     stdlib's for everything the APIs send, but for floats below 1e-4, which may be
     written in another notation of the same number (``0.000015`` for ``1.5e-05``). What
     orjson refuses (an int beyond 64 bits, a lone surrogate) goes to the stdlib, which

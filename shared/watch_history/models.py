@@ -98,7 +98,7 @@ def _not_a_numeric_string(value: Any) -> Any:
 def rfc3339_ms(value: datetime) -> str:
     """``2026-11-26T15:22:20.123Z``: RFC 3339, UTC, milliseconds (the API's time format)."""
     # isoformat (C) rather than strftime: the same text for every year from 1000 on
-    # (the API's times are bounded far inside that), in two thirds of the time (issue 12)
+    # (the API's times are bounded far inside that), in two thirds of the time
     return value.astimezone(UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
 
 
