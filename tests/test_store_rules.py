@@ -490,6 +490,17 @@ def _for(profile: str, updates: list[ProgressUpdate]) -> list[ProgressUpdate]:
     return [u.model_copy(update={"profile_id": profile}) for u in updates]
 
 
+def _around_now(profile: str, updates: list[ProgressUpdate]) -> list[ProgressUpdate]:
+    """``update_sets`` moved to within half an hour of the server's now (a store that
+    takes times up to a day ahead), so that what the server dates with its clock (a
+    removal's tombstone, a dismissal) falls among them."""
+    shift = datetime.now(UTC) - NOW + timedelta(hours=23, minutes=30)
+    return [
+        u.model_copy(update={"profile_id": profile, "event_time": u.event_time + shift})
+        for u in updates
+    ]
+
+
 @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
 @given(data=st.data(), updates=update_sets())
 def test_order_and_duplicates_do_not_change_the_result(
@@ -584,17 +595,7 @@ def test_collapsed_batches_equal_one_by_one_with_removals_in_between(
     store = make_store(max_future_skew_seconds=86_400)  # times up to 23.5 h ahead
     profile = f"{profile_id}-{uuid.uuid4().hex[:8]}"
     # times around the server's now, so removals (tombstone = now) fall among them
-    now = datetime.now(UTC)
-    shifted = [
-        u.model_copy(
-            update={
-                "profile_id": profile,
-                "event_time": u.event_time + (now - NOW) + timedelta(hours=23, minutes=30),
-            }
-        )
-        for u in updates
-    ]
-    shifted = data.draw(st.permutations(shifted))
+    shifted = data.draw(st.permutations(_around_now(profile, updates)))
     cuts = sorted(data.draw(st.lists(st.integers(0, len(shifted)), max_size=3)))
     model = HistoryModel(threshold=store.settings.completion_threshold)
     start = 0
@@ -627,17 +628,7 @@ def test_dismissals_between_batches_follow_the_model(
     resumed). The history, dismissedAt included, and continue watching are the model's."""
     store = make_store(max_future_skew_seconds=86_400)  # times up to 23.5 h ahead
     profile = f"{profile_id}-{uuid.uuid4().hex[:8]}"
-    now = datetime.now(UTC)
-    shifted = [
-        u.model_copy(
-            update={
-                "profile_id": profile,
-                "event_time": u.event_time + (now - NOW) + timedelta(hours=23, minutes=30),
-            }
-        )
-        for u in updates
-    ]
-    shifted = data.draw(st.permutations(shifted))
+    shifted = data.draw(st.permutations(_around_now(profile, updates)))
     cuts = sorted(data.draw(st.lists(st.integers(0, len(shifted)), min_size=1, max_size=3)))
     model = HistoryModel(
         threshold=store.settings.completion_threshold,
