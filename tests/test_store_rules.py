@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 from redis.cluster import RedisCluster
 
-from tests.conftest import make_client
+from tests.conftest import ROOT, make_client
 from tests.layout2 import old_record, to_layout_1
 from tests.model import HistoryModel
 from watch_history.codec import ITEM_FIELDS, Head, split_ids
@@ -828,13 +828,18 @@ def test_a_key_holding_something_else_fails_only_that_profile(store: HistoryStor
     assert result.outcomes == {1: RecordOutcome.APPLIED}
 
 
-def test_lua_and_python_agree_on_the_item_layout():
-    common = (_LUA / "common.lua").read_text()
-    positions = {
+def _lua_positions(source: str) -> dict[str, int]:
+    """The item positions a Lua file defines (``local F_X, F_Y = 1, 2``)."""
+    return {
         name: int(value)
-        for names, values in re.findall(r"local (F_[A-Z_, ]+) = ([0-9, ]+)\n", common)
+        for names, values in re.findall(r"local (F_[A-Z_, ]+) = ([0-9, ]+)\n", source)
         for name, value in zip(names.split(", "), values.split(", "), strict=True)
     }
+
+
+def test_lua_and_python_agree_on_the_item_layout():
+    common = (_LUA / "common.lua").read_text()
+    positions = _lua_positions(common)
     lua_names = {
         "F_ID": "asset_id",
         "F_LAST": "last_watched_at",
@@ -852,6 +857,11 @@ def test_lua_and_python_agree_on_the_item_layout():
     for lua, python in lua_names.items():
         assert positions[lua] == ITEM_FIELDS.index(python) + 1, lua
     assert f"local N_FIELDS = {len(ITEM_FIELDS)}" in common
+    # update_rules.lua works on the load test's items too: the same places
+    alternatives = _lua_positions((ROOT / "loadtest" / "lua" / "item.lua").read_text())
+    assert {"F_POS_AT", "F_POS_KIND"} <= set(alternatives)
+    for name in set(alternatives) & set(positions):
+        assert alternatives[name] == positions[name], name
 
 
 def test_the_history_array_stays_sorted_and_aligned_with_its_ids(
