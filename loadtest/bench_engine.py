@@ -2,6 +2,7 @@
 
     python -m loadtest.bench_engine [--valkey-json PATH] [--profiles N] [--items N]
                                     [--out docs/benchmarks/engine.json] [--speed-md PATH]
+                                    [--dumps DIR]
 
 On each JSON module (RedisJSON; valkey-json too when ``--valkey-json`` names a module
 file that exists), a fresh server under callgrind (loadtest/callgrind.py says what a
@@ -26,8 +27,10 @@ measures whatever layout the store writes; each is first run on a few warm-up pr
 
 Prints a table (thousands of instructions per call, and the ratio to the bare append)
 and writes the figures as JSON (``--out``) and as a table into ``--speed-md`` between
-its ``bench-engine`` markers. Two runs differ by up to ~2% per row (docs/speed.md);
-the machine's speed does not enter them.
+its ``bench-engine`` markers; with ``--dumps DIR`` it also keeps each row's callgrind
+dump there (``ENGINE-ROW.out``, all the row's profiles: ``callgrind_annotate
+--inclusive=yes`` breaks the count down by function). Two runs differ by up to ~2% per
+row (docs/speed.md); the machine's speed does not enter them.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import re
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -86,14 +90,24 @@ class EngineResult:
         return self.per_call[row] / self.per_call[UNIT]
 
 
-def measure(json_module: str | None, profiles: int, items: int, seed: int = 11) -> EngineResult:
-    """Every row of ``ROWS`` on a fresh counting server with ``json_module``."""
+def measure(
+    json_module: str | None,
+    profiles: int,
+    items: int,
+    seed: int = 11,
+    dumps: Path | None = None,
+) -> EngineResult:
+    """Every row of ``ROWS`` on a fresh counting server with ``json_module``; each row's
+    callgrind dump kept in ``dumps`` when given."""
     with counting_server(json_module) as server:
-        return _measure(server, profiles, items, seed)
+        return _measure(server, profiles, items, seed, dumps)
 
 
-def _measure(server: CountingServer, profiles: int, items: int, seed: int) -> EngineResult:
+def _measure(
+    server: CountingServer, profiles: int, items: int, seed: int, dumps: Path | None
+) -> EngineResult:
     client = server.client
+    engine = engine_info(client)["json"]
     settings = Settings(redis_url=server.url, key_prefix=PREFIX, max_items=items)
     store = HistoryStore(client, settings)
     work = build(WorkloadSpec(seed=seed, profiles=profiles + WARM_UP, items=items), prefix="e")
@@ -120,7 +134,8 @@ def _measure(server: CountingServer, profiles: int, items: int, seed: int) -> En
 
     def row(name: str, run: Callable[[Sequence[Any]], object]) -> None:
         run(warm)
-        per_call[name] = server.count(lambda: run(counted)) / len(counted)
+        keep = dumps / f"{_slug(engine)}-{_slug(name)}.out" if dumps else None
+        per_call[name] = server.count(lambda: run(counted), keep) / len(counted)
 
     floor_sha = client.script_load(FLOOR_SCRIPT.read_text())
     one_sha = client.script_load("return 1")
@@ -185,7 +200,11 @@ def _measure(server: CountingServer, profiles: int, items: int, seed: int) -> En
     row(ROWS[7], each(lambda p: store.clear(p.profile_id)))
     # the layout measured: what the store's documents say they are (read before the clear)
     chars = sum(len(t) for ts in texts.values() for t in ts) / sum(len(ts) for ts in texts.values())
-    return EngineResult(engine_info(client)["json"], layout, per_call, chars)
+    return EngineResult(engine, layout, per_call, chars)
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
 
 
 def _floor_key(profile_id: str) -> str:
@@ -275,6 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--items", type=int, default=Settings().max_items, help="items (the cap)")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks" / "engine.json")
     parser.add_argument("--speed-md", type=Path, default=ROOT / "docs" / "speed.md")
+    parser.add_argument("--dumps", type=Path, help="keep each row's callgrind dump here")
     args = parser.parse_args(argv)
     modules: list[str | None] = [None]
     if args.valkey_json is not None and args.valkey_json.is_file():
@@ -283,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"(valkey-json not at {args.valkey_json}: RedisJSON only)", file=sys.stderr)
     results = []
     for module in modules:
-        results.append(measure(module, args.profiles, args.items))
+        results.append(measure(module, args.profiles, args.items, dumps=args.dumps))
         print(f"counted on {results[-1].engine}", file=sys.stderr)
     text = table(results, args.profiles, args.items)
     print(text)

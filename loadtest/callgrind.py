@@ -108,13 +108,15 @@ class CountingServer:
         self._out_dir = out_dir
         self._control = _tool("callgrind_control")
 
-    def count(self, fn: Callable[[], object]) -> int:
+    def count(self, fn: Callable[[], object], keep: Path | None = None) -> int:
         """Instructions (Ir) the server ran inside ``COLLECTED_IN`` while ``fn()`` ran.
 
         Instrumentation goes on and the counters to zero before ``fn``; after it,
         instrumentation goes off and the counters are dumped and read. ``fn``'s replies
         have all arrived when it returns, so its requests are wholly inside the count.
         An exception from ``fn`` propagates (instrumentation is switched off first).
+        With ``keep``, the dump is moved there (for ``callgrind_annotate``: the count
+        function by function) instead of removed.
         """
         self._call("--instr=on")
         try:
@@ -128,7 +130,11 @@ class CountingServer:
         if len(dumps) != 1:
             raise CallgrindError(f"callgrind wrote {len(dumps)} dumps, expected one")
         text = dumps[0].read_bytes()
-        dumps[0].unlink()
+        if keep is None:
+            dumps[0].unlink()
+        else:
+            keep.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(dumps[0], keep)
         match = _TOTALS.search(text)
         if match is None:
             raise CallgrindError(f"no totals line in the callgrind dump {dumps[0].name}")
