@@ -917,6 +917,9 @@ def test_a_batch_costs_one_script_call_per_profile_and_a_round_trip_per_chunk(
         ({"position": 990.0}, {"position": 10.0}),  # completed before, watched again
         ({}, {"duration": None}),  # the stored duration stays
         ({"device_id": None}, {"device_id": None}),  # no device on either
+        # stored points set by a kind of report with a rule of its own (codec.py 12-13)
+        ({"event_type": EventType.COMPLETE}, {}),  # marked as watched, then resumed
+        ({"event_type": EventType.START, "position": 0.0}, {}),  # a start report, then playing
     ],
 )
 def test_the_fast_path_writes_what_the_general_path_writes(

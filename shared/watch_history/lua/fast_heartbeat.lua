@@ -8,13 +8,14 @@
 -- fields after the config: one update, a single record: no older records merged, an
 -- ordinary report: not "complete", not a start report below MIN_RESUME_SECONDS), the
 -- document has no tombstone, and the item is stored with the same device (named at its
--- lastWatchedAt), the same asset record and nothing kept in the item itself (exactly
--- 10 fields: nothing dismissed, a position set at lastWatchedAt by an ordinary report),
--- and the update is newer than the front item (a moved item goes to the front). For
--- that case the rules of update_rules.lua come down to: the update's state (time,
--- position, duration if it has one), firstWatchedAt kept, completed by the threshold,
--- completedAt the update's time if it completes, else kept; device and asset record
--- unchanged. Anything else falls through to the general path
+-- lastWatchedAt), the same asset record, no asset field kept in the item itself and no
+-- dismissal (its fields 10 and 11 empty: codec.py), and the update is newer than the
+-- front item (a moved item goes to the front). For that case the rules of
+-- update_rules.lua come down to: the update's state (time, position, duration if it has
+-- one), firstWatchedAt kept, completed by the threshold, completedAt the update's time
+-- if it completes, else kept; device and asset record unchanged; the resume point the
+-- update's (an ordinary report newer than the item beats any stored one), so fields 12
+-- and 13 (how a stored point was set) are dropped: the written item has 10 fields. Anything else falls through to the general path
 -- (common.lua, update_rules.lua, record_progress.lua), which starts again from the head
 -- read here. The property tests hold both paths to the model (tests/model.py), and
 -- tests/test_store_rules.py holds their stored texts equal.
@@ -29,13 +30,17 @@ do
   local thr, id, time, pos, dur, device, ref = string.match(ARGV[1],
     '^([^,]*),[^,]*,0,([^,]*),([^,]*),([^,]*),([^,]*),([^,]*),([^,]*)$')
   local h0, text = FAST_GOT[1], FAST_GOT[2]
-  local ITEM = '^([^,]*),([^,]*),([^,]*),([^,]*),([^,]*),([^,]*),([^,]*),([^,]*),([^,]*),([^,]*)$'
+  -- fields 0-9, and where the rest starts: nothing, or only fields 12-13 after an
+  -- empty 10 and 11 (REST)
+  local ITEM = '^([^,]*),([^,]*),([^,]*),([^,]*),([^,]*),([^,]*),([^,]*),([^,]*),([^,]*),([^,]*)()'
+  local REST = '^,,,[^,]*,?[^,]*$'
   if ref ~= nil and ref ~= '' and text ~= nil and #ARGV == 2 then
     local wm, cs, nt, front = string.match(h0, '^L3,([^,]*),([^,]*),[^,]*,[^,]*,([^,]*),[^,]*,(.*)$')
-    local flast, fd, sdur, fdone_at, sdev, sdevat, fsd, sref, _
-    flast, _, sdur, fd, _, fdone_at, sdev, sdevat, fsd, sref = string.match(text, ITEM)
+    local flast, fd, sdur, fdone_at, sdev, sdevat, fsd, sref, fend, _
+    flast, _, sdur, fd, _, fdone_at, sdev, sdevat, fsd, sref, fend = string.match(text, ITEM)
     local ut = tonumber(time)
-    if nt == '0' and fsd ~= nil and fsd ~= '' and ut > tonumber(flast) and ut > tonumber(wm) then
+    if nt == '0' and fsd ~= nil and fsd ~= '' and ut > tonumber(flast) and ut > tonumber(wm)
+      and (fend > #text or string.find(text, REST, fend)) then
       local latest = math.max(tonumber(cs), tonumber(flast) + tonumber(fsd))
       local idx, ids, at = 0, nil, nil
       local last, done_at = flast, fdone_at
@@ -58,7 +63,11 @@ do
             f = sep + 1
           end
           text = redis.call('JSON.RESP', KEYS[1], '$.h[' .. (idx + 1) .. ']')[1]
-          last, _, sdur, fd, _, done_at, sdev, sdevat, _, sref = string.match(text, ITEM)
+          local mend
+          last, _, sdur, fd, _, done_at, sdev, sdevat, _, sref, mend = string.match(text, ITEM)
+          if last ~= nil and mend <= #text and not string.find(text, REST, mend) then
+            last = nil -- an item the general path must take
+          end
         else
           last = nil
         end
