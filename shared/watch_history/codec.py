@@ -54,8 +54,8 @@ Then the fields of the rules that only layout 3 stores (absent: unset)::
 
     11 lastWatchedAt - dismissedAt (dismissed from continue watching; negative: after it)
     12 lastWatchedAt - when the resume position was set (absent: at lastWatchedAt)
-    13 the kind of report that set it (lua/update_rules.lua: 1 "complete", 2 a start
-       report below MIN_RESUME_SECONDS; absent: any other)
+    13 the kind of report that set it (lua/update_rules.lua: 1 "complete" while no
+       duration is known, 2 a start report below MIN_RESUME_SECONDS; absent: any other)
 
 Forward compatibility: fields after 13 are not known to this code; every script that
 rewrites an item carries them through as they are. A field added later goes after the

@@ -104,11 +104,13 @@ local function take_position(item, u)
 end
 
 -- After any update: "mark as watched" stands at the duration once one is known (given,
--- stored, or brought later by an older report), and a position set at lastWatchedAt
--- says nothing more.
+-- stored, or brought later by an older report); then its kind says nothing more (the
+-- reports of one asset agree on its duration: rule 6's precondition) and is not kept,
+-- nor is the time of a position set at lastWatchedAt.
 local function settle_position(item)
   if item[F_POS_KIND] == KIND_COMPLETE and not is_null(item[F_DUR]) then
     item[F_POS] = item[F_DUR]
+    item[F_POS_KIND] = NULL
   end
   if item[F_POS_AT] == item[F_LAST] then item[F_POS_AT] = NULL end
 end
