@@ -115,9 +115,13 @@ soak: $(VENV)/.installed
 bench: $(VENV)/.installed
 	$(PY) -m loadtest.bench all
 
-## bench-memory: bytes per item, MEMORY USAGE and used_memory growth, on every JSON module
-bench-recorder bench-reader bench-memory: $(VENV)/.installed
+bench-recorder bench-reader: $(VENV)/.installed
 	$(PY) -m loadtest.bench $(@:bench-%=%)
+
+## bench-memory: bytes per item, MEMORY USAGE and used_memory growth, on every JSON module,
+## 300 profiles grown through the store to 200 items (docs/data-model.md's table)
+bench-memory: $(VENV)/.installed
+	$(PY) -m loadtest.bench memory --memory-profiles 300 --items 200
 
 ## bench-handlers: the Lambda handlers end to end beside the engine's floor
 ## (docs/speed.md; add ARGS=--profile for cProfile summaries)
