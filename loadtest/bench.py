@@ -1,4 +1,5 @@
-"""The README's numbers: recorder throughput, reader latency, memory per item.
+"""The store's own numbers: recorder throughput and reader latency (docs/performance.md),
+memory per item (docs/data-model.md).
 
     python -m loadtest.bench all|recorder|reader|memory [--profiles N] [--items N]
 
@@ -324,7 +325,7 @@ def memory_rows(url: str, n_profiles: int, items: int) -> tuple[str, dict[str, d
 
 
 def bench_memory(n_profiles: int, items: int) -> None:
-    """The README's memory table: every encoding, both measures, every JSON module
+    """docs/data-model.md's memory table: every encoding, both measures, every JSON module
     (RedisJSON, and valkey-json where ../shared has it; REDIS_URL: that server only)."""
     results: list[tuple[str, dict[str, dict[str, float]]]] = []
     if os.environ.get("REDIS_URL"):

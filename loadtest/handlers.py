@@ -1,4 +1,4 @@
-"""The Lambda handlers end to end against the engine's own floor, in one run (issue 12).
+"""The Lambda handlers end to end against the engine's own floor, in one run (docs/speed.md).
 
     python -m loadtest.handlers [reader|recorder|all] [--samples N] [--profiles N]
 
@@ -136,7 +136,7 @@ def powertools_floor(reader: Any) -> Callable[[dict[str, Any], Any], dict[str, A
     exactly the real routes' parameters, but whose bodies return ``{}`` at once. What
     this costs per request is what Powertools and the decorators cost, whatever the
     store and the shaping do: the part of the handler this project cannot make faster
-    while Powertools stays (issue 12)."""
+    while Powertools stays."""
     logger: Logger = reader.logger
     tracer: Tracer = reader.tracer
     metrics: Metrics = reader.metrics

@@ -745,7 +745,7 @@ def _method(results: dict[str, Any]) -> list[str]:
         "needs it), which watches every write for the keys it indexes; the instruction "
         "counts run the other models without it. The two-process ingest shares the client "
         "core. Engine CPU is measured on x86 (AMD EPYC), MemoryDB runs Graviton. The store "
-        "also keeps its changes feed (a change stamp per item, eviction records: README), "
+        "also keeps its changes feed (a change stamp per item, eviction records: docs/api.md), "
         "which the alternatives do not implement: its write cost and bytes per item include "
         "it. Not measured: removals and clears under load (the contract test checks they "
         "are right), and reads with a cursor.",

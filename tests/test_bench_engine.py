@@ -19,8 +19,16 @@ pytestmark = pytest.mark.own_servers
 
 
 def test_every_row_is_counted_and_written(tmp_path: Path) -> None:
-    result = bench_engine.measure(os.environ.get("JSON_MODULE") or None, profiles=3, items=12)
+    dumps = tmp_path / "dumps"
+    dumps.mkdir()
+    result = bench_engine.measure(
+        os.environ.get("JSON_MODULE") or None, profiles=3, items=12, dumps=dumps
+    )
     assert set(result.per_call) == set(ROWS)
+    # --dumps: each row's callgrind dump, for callgrind_annotate
+    kept = sorted(dumps.glob("*.out"))
+    assert len(kept) == len(ROWS)
+    assert all(p.read_text().startswith("# callgrind format") for p in kept)
     assert result.layout is not None  # the documents say which layout was measured
     assert result.per_call[UNIT] > 1_000
     script = result.per_call["EVALSHA of `return 1`"]
