@@ -943,20 +943,79 @@ def test_the_fast_path_writes_what_the_general_path_writes(
         for k, a in enumerate(["old", "mid", "m1"])
     ]
     heartbeat = update("x", target, t + timedelta(minutes=3), **{**meta, **after})
+    _fast_and_general_agree(store, profile_id, seed, heartbeat)
+
+
+def _fast_and_general_agree(
+    store: HistoryStore, profile_id: str, seed: list[ProgressUpdate], newest: ProgressUpdate
+) -> None:
+    """``newest`` after ``seed``, in a batch of its own (the fast path may take it) on one
+    profile and returned (the general path) on another: the same document but for the
+    change stamps, which each profile takes from its own clock."""
     fast, general = f"{profile_id}-f", f"{profile_id}-g"
     for profile in (fast, general):
-        store.record_batch(_for(profile, seed))
-    assert store.record_batch(_for(fast, [heartbeat])).outcomes == {0: RecordOutcome.APPLIED}
-    store.record_progress(_for(general, [heartbeat])[0])
+        for u in _for(profile, seed):  # a call each: evictions get stamps of their own
+            store.record_batch([u])
+    before = [document(store, p) for p in (fast, general)]
+    assert store.record_batch(_for(fast, [newest])).outcomes == {0: RecordOutcome.APPLIED}
+    store.record_progress(_for(general, [newest])[0])
     docs = [document(store, p) for p in (fast, general)]
+    for doc, old in zip(docs, before, strict=True):
+        # the changes feed's horizon moves past an eviction record that is forgotten
+        horizon = Head.of(old["h"][0]).horizon
+        if old["ecs"] and old["ecs"][0] not in doc["ecs"]:
+            horizon = max(horizon, old["ecs"][0])
+        assert Head.of(doc["h"][0]).horizon == horizon
     for doc in docs:
         doc["h"] = [text.split(",") for text in doc["h"]]
-        del doc["h"][0][2:4]  # the head's cs and hz, and the items' change stamps: each
-        for fields in doc["h"][1:]:  # profile's own clock
+        del doc["h"][0][2:4]  # the head's cs and hz, the items' and evictions' stamps
+        for fields in doc["h"][1:]:
             del fields[8]
+        doc["ecs"] = len(doc["ecs"])
     assert docs[0] == docs[1]
-    assert docs[0]["ids"][0] == target
+    assert docs[0]["ids"][0] == newest.asset_id
     assert items(store, fast) == items(store, general)
+
+
+@pytest.mark.parametrize(
+    ("seeded", "max_items"),
+    [
+        (3, 200),  # below the cap: an insert
+        (3, 3),  # at the cap: an insert and an eviction, the first record of it
+        (8, 3),  # evictions already at their bound: the oldest record goes too
+        (1, 1),  # a history of one: the general path's
+    ],
+)
+@pytest.mark.parametrize("after", [{}, {"position": 950.0}, {"duration": None}])
+def test_the_fast_path_adds_a_new_asset_as_the_general_path_does(
+    make_store: Callable[..., HistoryStore],
+    profile_id: str,
+    seeded: int,
+    max_items: int,
+    after: dict[str, Any],
+):
+    store = make_store(max_items=max_items)
+    t = NOW - timedelta(hours=1)
+    meta: dict[str, Any] = {"asset": {"type": "episode", "show": "s"}, "device_id": "tv-1"}
+    seed = [update("x", f"a{k}", t + timedelta(seconds=k), **meta) for k in range(seeded)]
+    _fast_and_general_agree(
+        store, profile_id, seed, update("x", "new", t + timedelta(minutes=3), **{**meta, **after})
+    )
+
+
+def test_a_tie_at_the_end_evicts_the_lowest_asset_id_on_either_path(
+    make_store: Callable[..., HistoryStore], profile_id: str
+):
+    store = make_store(max_items=3)
+    t = NOW - timedelta(hours=1)
+    meta: dict[str, Any] = {"asset": {"type": "movie"}, "device_id": "tv-1"}
+    seed = [update("x", a, t, **meta) for a in ("b", "a")] + [
+        update("x", "c", t + timedelta(seconds=1), **meta)
+    ]
+    _fast_and_general_agree(
+        store, profile_id, seed, update("x", "new", t + timedelta(minutes=3), **meta)
+    )
+    assert [i["assetId"] for i in items(store, f"{profile_id}-f")] == ["new", "c", "b"]
 
 
 def test_asset_records_that_cannot_be_written_fail_their_updates_for_a_retry(
