@@ -159,11 +159,14 @@ class _Schema(BaseModel):
 class EventType(StrEnum):
     """What the player reports. Every type records the position; the type says why it
     was sent. ``start``: playback began (often at 0 or a few seconds, before the player
-    seeks to the resume point). ``heartbeat``: periodic report while playing (every 30 s
-    or so). ``pause``: the viewer paused. ``stop``: the viewer left the player (closed,
-    navigated away). ``complete``: the viewer reached the end, or marked the asset as
-    watched: the item is completed whatever the position. Any other type completes the
-    item when position/duration reaches COMPLETION_THRESHOLD (default 0.95)."""
+    seeks to the resume point): below MIN_RESUME_SECONDS (30 s) it moves lastWatchedAt,
+    the device and the order, but never a resume point another report set.
+    ``heartbeat``: periodic report while playing (every 30 s or so). ``pause``: the
+    viewer paused. ``stop``: the viewer left the player (closed, navigated away).
+    ``complete``: the viewer reached the end, or marked the asset as watched: the item
+    is completed whatever the position, and stands at its end (position = duration)
+    once a duration is known. Any other type completes the item when position/duration
+    reaches COMPLETION_THRESHOLD (default 0.9)."""
 
     START = "start"
     HEARTBEAT = "heartbeat"
@@ -215,7 +218,9 @@ class ProgressBody(_Schema):
     position: Annotated[Seconds, Field(ge=0, le=1e7)] | None = Field(
         None,
         description="seconds into the asset (a JSON number); required unless marking as "
-        "watched (eventType complete or completedAt: default duration, else 0)",
+        "watched (eventType complete or completedAt), which stores the duration (this "
+        "one's, else the stored one) as the position, or what is sent (default 0) while "
+        "no duration is known",
     )
     duration: Annotated[Seconds, Field(gt=0, le=1e7)] | None = Field(
         None, description="the asset's length in seconds (a JSON number); absent for live"
