@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import statistics
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -482,10 +482,11 @@ def _sweep_table(target: dict[str, Any]) -> list[str]:
 # --- the conclusion ---------------------------------------------------------------------
 
 
-def _verdicts(results: dict[str, Any], model: str, get: Get, name: str | None = None) -> str:
-    """Per run: the model's figure against the store's, pass by pass: "lower"/"higher" in
-    every pass (with the median ratio and its range) or "within noise"."""
-    parts = []
+def _runs_against_store(
+    results: dict[str, Any], model: str, get: Get, name: str | None
+) -> Iterator[tuple[dict[str, Any], list[float]]]:
+    """Each run (target) that measured ``model`` in scenario ``name`` (default: the
+    run's main one), with the model's figure over the store's, pass by pass."""
     for target in results["targets"]:
         scenario = name or _main_name(target)
         if scenario not in {s["scenario"]["name"] for s in target["passes"][0]}:
@@ -493,8 +494,15 @@ def _verdicts(results: dict[str, Any], model: str, get: Get, name: str | None = 
         if model not in _models(target, scenario):
             continue
         ratios = _ratios(target, scenario, _row(model)(get), _row("store")(get))
-        if not ratios:
-            continue
+        if ratios:
+            yield target, ratios
+
+
+def _verdicts(results: dict[str, Any], model: str, get: Get, name: str | None = None) -> str:
+    """Per run: the model's figure against the store's, pass by pass: "lower"/"higher" in
+    every pass (with the median ratio and its range) or "within noise"."""
+    parts = []
+    for target, ratios in _runs_against_store(results, model, get, name):
         if _agrees(ratios):
             word = "lower" if ratios[0] < 1 else "higher"
             parts.append(f"{_label(target)} {word}, {_cell(ratios, '.2f')}x")
@@ -510,15 +518,7 @@ def _read_verdicts(results: dict[str, Any], model: str, name: str | None = None)
         faster: list[str] = []
         slower: list[str] = []
         noise: list[str] = []
-        for target in results["targets"]:
-            scenario = name or _main_name(target)
-            if scenario not in {s["scenario"]["name"] for s in target["passes"][0]}:
-                continue
-            if model not in _models(target, scenario):
-                continue
-            ratios = _ratios(target, scenario, _row(model)(_p50(route)), _row("store")(_p50(route)))
-            if not ratios:
-                continue
+        for target, ratios in _runs_against_store(results, model, _p50(route), name):
             cell = f"{_label(target)} {_cell(ratios, '.2f')}x"
             if _agrees(ratios):
                 (faster if ratios[0] < 1 else slower).append(cell)
